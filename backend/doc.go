@@ -1,0 +1,14 @@
+// Package backend is roomproxy's upstream side: Redis (Upstash in
+// production) reached with go-redis.
+//
+// Upstream multiplexes every client connection over a few upstream
+// connections per RESP version and pipelines batches that arrive together into
+// one round trip. Replies are raw RESP bytes (go-redis RawCmd), so what a
+// client receives is byte for byte what Redis sent. Deadlines reach the
+// socket; only read-only round trips are ever retried.
+//
+// Concurrency: each engine owns Conns worker goroutines that take batches
+// from a bounded queue; Close stops the queue, waits for the workers and
+// closes the pool. Counters are atomic. Embedded runs miniredis for the
+// zero-configuration mode.
+package backend

@@ -1,0 +1,346 @@
+package backend
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/roomproxy/roomproxy/batch"
+)
+
+// Config configures the upstream. The zero value of a field means its default.
+type Config struct {
+	// URL is REDIS_URL: rediss://user:pass@host:port (TLS, certificate and host
+	// name verified, TLS 1.2+) or redis:// for a local server.
+	URL string
+	// TLSCAFile is REDIS_TLS_CA: an extra PEM CA bundle trusted for rediss://.
+	TLSCAFile string
+	// Timeout bounds one upstream round trip, dial included, and reaches the
+	// socket as its deadline. Default 5 s (REDIS_TIMEOUT_MS).
+	Timeout time.Duration
+	// Conns is the number of upstream connections per RESP version, and the
+	// number of round trips in flight at once. Default 4.
+	Conns int
+	// MaxRetries is how many times a round trip made only of read-only
+	// commands is retried after a connection failure (REDIS_MAX_RETRIES,
+	// default 10). A round trip that contains a write is never retried: after
+	// an ambiguous failure the write may have happened.
+	MaxRetries int
+	// RetryDelay is the pause before a retry (REDIS_RETRY_DELAY_MS, default 100 ms).
+	RetryDelay time.Duration
+	// ConnMaxIdle recycles a connection idle this long, before a hosted Redis
+	// drops it. Default 4 min.
+	ConnMaxIdle time.Duration
+	// MaxBatch caps the commands of one upstream round trip. Default 8192.
+	MaxBatch int
+	Logger   *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Timeout <= 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.Conns <= 0 {
+		c.Conns = 4
+	}
+	if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	if c.RetryDelay <= 0 {
+		c.RetryDelay = 100 * time.Millisecond
+	}
+	if c.ConnMaxIdle <= 0 {
+		c.ConnMaxIdle = 4 * time.Minute
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 8192
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Options turns the configuration into go-redis options for one RESP version.
+// Errors name the variable and never contain the URL, which holds a password.
+func (c Config) Options(proto int) (*redis.Options, error) {
+	c = c.withDefaults()
+	u, err := url.Parse(c.URL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return nil, errors.New("REDIS_URL: want redis://host:port or rediss://user:password@host:port")
+	}
+	if u.Query().Has("skip_verify") {
+		return nil, errors.New("REDIS_URL: skip_verify is not allowed; roomproxy always verifies the upstream certificate")
+	}
+	opt, err := redis.ParseURL(c.URL)
+	if err != nil {
+		return nil, errors.New("REDIS_URL: not a valid Redis URL")
+	}
+	if opt.DB != 0 {
+		return nil, errors.New("REDIS_URL: only database 0 is supported")
+	}
+	if opt.TLSConfig != nil {
+		host, _, _ := net.SplitHostPort(opt.Addr)
+		opt.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		if c.TLSCAFile != "" {
+			pem, err := os.ReadFile(c.TLSCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("REDIS_TLS_CA: %w", err)
+			}
+			pool, err := x509.SystemCertPool()
+			if err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, errors.New("REDIS_TLS_CA: no PEM certificate found")
+			}
+			opt.TLSConfig.RootCAs = pool
+		}
+	} else if c.TLSCAFile != "" {
+		return nil, errors.New("REDIS_TLS_CA is set but REDIS_URL is not rediss://")
+	}
+	opt.Protocol = proto
+	opt.PoolSize = c.Conns
+	opt.PipelinePoolSize = -1 // every round trip is a pipeline: one pool, Conns connections
+	opt.MinIdleConns = 0
+	opt.MaxRetries = -1 // retries are decided here, per batch, by idempotence
+	opt.ContextTimeoutEnabled = true
+	opt.DialTimeout = c.Timeout
+	opt.ReadTimeout = c.Timeout
+	opt.WriteTimeout = c.Timeout
+	opt.PoolTimeout = c.Timeout
+	opt.ConnMaxIdleTime = c.ConnMaxIdle
+	opt.DisableIdentity = true // no CLIENT SETINFO: every upstream command is billed
+	return opt, nil
+}
+
+// Stats are the upstream's counters since start.
+type Stats struct {
+	Commands   int64 // commands sent upstream, each one billable
+	RoundTrips int64 // pipelines sent
+	Failures   int64 // round trips that failed
+	Retries    int64 // read-only round trips retried
+	Dials      int64 // upstream connections opened
+	Conns      int   // upstream connections open now
+}
+
+// Upstream forwards batches to Redis: all client connections share a few
+// upstream connections, and batches that arrive while a connection is busy
+// are merged into its next round trip (auto-pipelining). Each client's batch
+// stays whole and in order inside one round trip, and a client never has two
+// batches in flight, so per-client order is kept.
+type Upstream struct {
+	cfg     Config
+	engines [2]*engine // RESP2 and RESP3, so replies pass through byte for byte
+
+	commands   atomic.Int64
+	roundTrips atomic.Int64
+	failures   atomic.Int64
+	retries    atomic.Int64
+	dials      atomic.Int64
+}
+
+// New connects lazily: it checks the configuration and starts the workers but
+// dials nothing until the first command.
+func New(cfg Config) (*Upstream, error) {
+	cfg = cfg.withDefaults()
+	u := &Upstream{cfg: cfg}
+	for i, proto := range []int{2, 3} {
+		opt, err := cfg.Options(proto)
+		if err != nil {
+			return nil, err
+		}
+		opt.OnConnect = func(context.Context, *redis.Conn) error {
+			u.dials.Add(1)
+			return nil
+		}
+		u.engines[i] = newEngine(u, redis.NewClient(opt))
+	}
+	return u, nil
+}
+
+// Submit queues a batch for the next round trip on an upstream connection of
+// the batch's RESP version. It blocks while every connection is busy and the
+// queue is full, which slows readers down instead of growing memory.
+func (u *Upstream) Submit(b *batch.Batch) {
+	e := u.engines[0]
+	if b.Proto == 3 {
+		e = u.engines[1]
+	}
+	e.submit(b)
+}
+
+// Ping checks that the upstream answers; it is one billable command.
+func (u *Upstream) Ping(ctx context.Context) error {
+	u.commands.Add(1)
+	return u.engines[0].client.Ping(ctx).Err()
+}
+
+// Stats returns the counters.
+func (u *Upstream) Stats() Stats {
+	s := Stats{
+		Commands: u.commands.Load(), RoundTrips: u.roundTrips.Load(),
+		Failures: u.failures.Load(), Retries: u.retries.Load(), Dials: u.dials.Load(),
+	}
+	for _, e := range u.engines {
+		s.Conns += int(e.client.PoolStats().TotalConns)
+	}
+	return s
+}
+
+// Close fails queued batches' waiters only after running them: it stops
+// accepting batches, lets the workers finish what is queued, and closes the
+// connections.
+func (u *Upstream) Close() error {
+	var errs []error
+	for _, e := range u.engines {
+		errs = append(errs, e.close())
+	}
+	return errors.Join(errs...)
+}
+
+// errClosed answers batches submitted after Close.
+var errClosed = errors.New("upstream closed")
+
+// engine is the pipelining forwarder for one RESP version.
+type engine struct {
+	up     *Upstream
+	client *redis.Client
+	queue  chan *batch.Batch
+
+	mu     sync.RWMutex // protects closed against sends on a closed queue
+	closed bool
+	wg     sync.WaitGroup // the workers
+}
+
+func newEngine(up *Upstream, client *redis.Client) *engine {
+	e := &engine{up: up, client: client, queue: make(chan *batch.Batch, 1024)}
+	for range up.cfg.Conns {
+		e.wg.Add(1)
+		go e.work()
+	}
+	return e
+}
+
+func (e *engine) submit(b *batch.Batch) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		b.Fail(errClosed)
+		return
+	}
+	e.queue <- b
+}
+
+func (e *engine) close() error {
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		close(e.queue)
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+	return e.client.Close()
+}
+
+// work takes one batch, adds every batch already waiting (up to MaxBatch
+// commands), and sends them all as one pipeline.
+func (e *engine) work() {
+	defer e.wg.Done()
+	pipe := e.client.Pipeline()
+	var batches []*batch.Batch
+	var cmds []*redis.RawCmd
+	for b := range e.queue {
+		batches = append(batches[:0], b)
+		n := b.Len()
+	collect:
+		for n < e.up.cfg.MaxBatch {
+			select {
+			case more, ok := <-e.queue:
+				if !ok {
+					break collect
+				}
+				batches = append(batches, more)
+				n += more.Len()
+			default:
+				break collect
+			}
+		}
+		cmds = e.roundTrip(pipe, batches, cmds[:0])
+		clear(batches)
+		clear(cmds)
+	}
+}
+
+// roundTrip sends batches as one pipeline and hands out the replies.
+func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd) []*redis.RawCmd {
+	cfg := &e.up.cfg
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	readOnly := true
+	for _, b := range batches {
+		readOnly = readOnly && b.ReadOnly
+		for _, args := range b.Cmds {
+			ia := make([]interface{}, len(args))
+			for i, a := range args {
+				ia[i] = a
+			}
+			c := redis.NewRawCmd(ctx, ia...)
+			cmds = append(cmds, c)
+			pipe.Process(ctx, c)
+		}
+	}
+	err := e.exec(ctx, pipe, len(cmds))
+	for attempt := 0; err != nil && readOnly && attempt < cfg.MaxRetries && ctx.Err() == nil; attempt++ {
+		e.up.retries.Add(1)
+		select {
+		case <-time.After(cfg.RetryDelay):
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		for _, c := range cmds {
+			c.SetErr(nil)
+			pipe.Process(ctx, c)
+		}
+		err = e.exec(ctx, pipe, len(cmds))
+	}
+	i := 0
+	for _, b := range batches {
+		for j := range b.Cmds {
+			raw, cerr := cmds[i].Result()
+			if cerr == nil && raw == nil {
+				cerr = err
+			}
+			if cerr != nil {
+				b.Replies[j] = batch.Reply{Err: cerr}
+			} else {
+				b.Replies[j] = batch.Reply{Raw: raw}
+			}
+			i++
+		}
+		b.Done()
+	}
+	return cmds
+}
+
+func (e *engine) exec(ctx context.Context, pipe redis.Pipeliner, n int) error {
+	e.up.commands.Add(int64(n))
+	e.up.roundTrips.Add(1)
+	_, err := pipe.Exec(ctx)
+	if err != nil {
+		e.up.failures.Add(1)
+	}
+	return err
+}

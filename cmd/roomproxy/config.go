@@ -1,0 +1,201 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is everything roomproxy reads from its environment and flags. Only
+// this package reads the environment.
+type config struct {
+	ProxyAddr       string
+	ProxyPassword   string
+	RedisURL        string
+	RedisTLSCA      string
+	RedisMaxRetries int
+	RedisRetryDelay time.Duration
+	RedisTimeout    time.Duration
+	UpstreamConns   int
+	MetricsAddr     string
+	LogLevel        string
+	LogFormat       string
+	ShutdownTimeout time.Duration
+
+	MaxClients      int
+	MaxRequestBytes int
+	MaxArgs         int
+	MaxInlineBytes  int
+	MaxPipeline     int
+	IdleTimeout     time.Duration
+	FrameTimeout    time.Duration
+	AuthTimeout     time.Duration
+	OutputTimeout   time.Duration
+}
+
+// setting is one variable: its environment name, its flag (the same name in
+// lower case with dashes), its default and how to parse it.
+type setting struct {
+	env, def, help string
+	set            func(string) error
+}
+
+func settings(c *config) []setting {
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	num := func(p *int, lo int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number", v)
+			}
+			if n < lo {
+				return fmt.Errorf("%d is below the minimum %d", n, lo)
+			}
+			*p = n
+			return nil
+		}
+	}
+	ms := func(p *time.Duration) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%q is not a number of milliseconds", v)
+			}
+			*p = time.Duration(n) * time.Millisecond
+			return nil
+		}
+	}
+	dur := func(p *time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				if n, nerr := strconv.Atoi(v); nerr == nil {
+					d, err = time.Duration(n)*time.Second, nil
+				}
+			}
+			if err != nil || d < 0 {
+				return fmt.Errorf("%q is not a duration (30s, 1m) or a number of seconds", v)
+			}
+			*p = d
+			return nil
+		}
+	}
+	oneOf := func(p *string, allowed ...string) func(string) error {
+		return func(v string) error {
+			v = strings.ToLower(v)
+			for _, a := range allowed {
+				if v == a {
+					*p = v
+					return nil
+				}
+			}
+			return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+		}
+	}
+	return []setting{
+		{"PROXY_ADDR", "127.0.0.1:6380", "address clients connect to", str(&c.ProxyAddr)},
+		{"PROXY_PASSWORD", "", "password clients must give with AUTH or HELLO (empty: no AUTH; loopback only)", str(&c.ProxyPassword)},
+		{"REDIS_URL", "", "upstream: rediss://user:pass@host:port (Upstash) or redis://host:port; empty: embedded in-process Redis", str(&c.RedisURL)},
+		{"REDIS_TLS_CA", "", "extra PEM CA bundle trusted for the upstream's certificate", str(&c.RedisTLSCA)},
+		{"REDIS_MAX_RETRIES", "10", "retries of a read-only upstream round trip after a connection failure", num(&c.RedisMaxRetries, 0)},
+		{"REDIS_RETRY_DELAY_MS", "100", "pause before such a retry, in milliseconds", ms(&c.RedisRetryDelay)},
+		{"REDIS_TIMEOUT_MS", "5000", "deadline of one upstream round trip, in milliseconds", ms(&c.RedisTimeout)},
+		{"UPSTREAM_CONNS", "4", "upstream connections per RESP version (round trips in flight)", num(&c.UpstreamConns, 1)},
+		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz and /readyz (empty: off)", str(&c.MetricsAddr)},
+		{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
+		{"LOG_FORMAT", "", "json or text (default: json with REDIS_URL set, text without)", oneOf(&c.LogFormat, "", "json", "text")},
+		{"SHUTDOWN_TIMEOUT", "30s", "time SIGTERM gives clients and pending work to finish", dur(&c.ShutdownTimeout)},
+		{"MAX_CLIENTS", "10000", "client connections at once", num(&c.MaxClients, 1)},
+		{"MAX_REQUEST_BYTES", "10485760", "largest command, encoded (Upstash: 10 MB)", num(&c.MaxRequestBytes, 1024)},
+		{"MAX_ARGS", "1048576", "most arguments in one command", num(&c.MaxArgs, 1)},
+		{"MAX_INLINE_BYTES", "65536", "longest inline command or header line", num(&c.MaxInlineBytes, 256)},
+		{"MAX_PIPELINE", "4096", "commands of one client sent upstream in one round trip", num(&c.MaxPipeline, 1)},
+		{"IDLE_TIMEOUT", "0", "close clients idle this long (0: never)", dur(&c.IdleTimeout)},
+		{"FRAME_TIMEOUT", "30s", "a started command must be complete within this", dur(&c.FrameTimeout)},
+		{"AUTH_TIMEOUT", "10s", "with a password, AUTH must come within this", dur(&c.AuthTimeout)},
+		{"OUTPUT_TIMEOUT", "30s", "a client must read its replies within this or be disconnected", dur(&c.OutputTimeout)},
+	}
+}
+
+func flagName(env string) string { return strings.ReplaceAll(strings.ToLower(env), "_", "-") }
+
+// loadConfig reads defaults, then the environment, then flags. Every error
+// names the variable it is about.
+func loadConfig(args []string, getenv func(string) string, out io.Writer) (*config, error) {
+	c := &config{}
+	ss := settings(c)
+	fs := flag.NewFlagSet("roomproxy", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintln(out, "usage: roomproxy [flags]\n\nEach flag is also an environment variable (flag -proxy-addr is PROXY_ADDR); flags win.")
+		fs.PrintDefaults()
+	}
+	for _, s := range ss {
+		fs.Func(flagName(s.env), s.help+" ("+s.env+")", func(v string) error {
+			if err := s.set(v); err != nil {
+				return fmt.Errorf("%s: %w", s.env, err)
+			}
+			return nil
+		})
+	}
+	for _, s := range ss {
+		v, ok := getenvOK(getenv, s.env)
+		if !ok {
+			v = s.def
+		}
+		if err := s.set(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.env, err)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return c, c.validate()
+}
+
+func getenvOK(getenv func(string) string, k string) (string, bool) {
+	v := getenv(k)
+	return v, v != ""
+}
+
+func (c *config) validate() error {
+	host, _, err := net.SplitHostPort(c.ProxyAddr)
+	if err != nil {
+		return fmt.Errorf("PROXY_ADDR: %w", err)
+	}
+	if c.ProxyPassword == "" && !isLoopback(host) {
+		return errors.New("PROXY_ADDR: refusing to listen on a non-loopback address without PROXY_PASSWORD")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+	}
+	if c.RedisURL != "" {
+		u, err := url.Parse(c.RedisURL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			return errors.New("REDIS_URL: want redis://host:port or rediss://user:password@host:port")
+		}
+	}
+	if c.RedisTimeout == 0 {
+		return errors.New("REDIS_TIMEOUT_MS: must be above 0")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

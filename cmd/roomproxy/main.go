@@ -1,0 +1,181 @@
+// Command roomproxy is a Redis-protocol proxy for multiplayer game backends.
+// With no configuration it runs a complete system on one machine; see the
+// README for the variables that point it at Upstash.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roomproxy/roomproxy/backend"
+	"github.com/roomproxy/roomproxy/metrics"
+	"github.com/roomproxy/roomproxy/proxy"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr, nil))
+}
+
+// run starts roomproxy and blocks until SIGTERM or SIGINT; it returns the exit
+// code. ready, if not nil, receives the client listener's address once
+// serving (for tests).
+func run(args []string, getenv func(string) string, stderr io.Writer, ready chan<- string) int {
+	cfg, err := loadConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "roomproxy:", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stopSignals()
+	if err := serve(ctx, cfg, log, ready); err != nil {
+		log.Error("roomproxy stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.LogFormat
+	if format == "" {
+		format = "text"
+		if cfg.RedisURL != "" {
+			format = "json"
+		}
+	}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- string) error {
+	redisURL := cfg.RedisURL
+	if redisURL == "" {
+		emb, err := backend.StartEmbedded()
+		if err != nil {
+			return fmt.Errorf("start embedded redis: %w", err)
+		}
+		defer emb.Close()
+		redisURL = emb.URL()
+		log.Warn("zero-configuration mode: REDIS_URL is not set, forwarding to an embedded in-process Redis whose data lives in memory only; set REDIS_URL for production")
+	}
+	up, err := backend.New(backend.Config{
+		URL: redisURL, TLSCAFile: cfg.RedisTLSCA, Timeout: cfg.RedisTimeout,
+		Conns: cfg.UpstreamConns, MaxRetries: cfg.RedisMaxRetries, RetryDelay: cfg.RedisRetryDelay,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	m.RegisterUpstream(func() metrics.UpstreamStats {
+		s := up.Stats()
+		return metrics.UpstreamStats{Commands: s.Commands, RoundTrips: s.RoundTrips, Failures: s.Failures, Conns: s.Conns}
+	})
+	srv := proxy.New(up, proxy.Config{
+		Password: cfg.ProxyPassword,
+		Logger:   log,
+		Observer: m,
+		Limits: proxy.Limits{
+			MaxClients: cfg.MaxClients, MaxRequestBytes: cfg.MaxRequestBytes, MaxArgs: cfg.MaxArgs,
+			MaxInlineBytes: cfg.MaxInlineBytes, MaxPipeline: cfg.MaxPipeline,
+			IdleTimeout: cfg.IdleTimeout, FrameTimeout: cfg.FrameTimeout,
+			AuthTimeout: cfg.AuthTimeout, OutputTimeout: cfg.OutputTimeout,
+		},
+		Info: []proxy.InfoSection{{Name: "upstream", Fields: func() [][2]string {
+			s := up.Stats()
+			mode := "remote"
+			if cfg.RedisURL == "" {
+				mode = "embedded"
+			}
+			return [][2]string{
+				{"upstream_mode", mode},
+				{"upstream_commands", strconv.FormatInt(s.Commands, 10)},
+				{"upstream_roundtrips", strconv.FormatInt(s.RoundTrips, 10)},
+				{"upstream_roundtrip_failures", strconv.FormatInt(s.Failures, 10)},
+				{"upstream_retries", strconv.FormatInt(s.Retries, 10)},
+				{"upstream_connections", strconv.Itoa(s.Conns)},
+				{"upstream_dials", strconv.FormatInt(s.Dials, 10)},
+			}
+		}}},
+	})
+
+	ln, err := net.Listen("tcp", cfg.ProxyAddr)
+	if err != nil {
+		up.Close()
+		return fmt.Errorf("PROXY_ADDR: %w", err)
+	}
+	var hs *http.Server
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			up.Close()
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		hs = &http.Server{Handler: metrics.Handler(reg, srv.Ready), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(mln)
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", cfg.ProxyPassword != "", "version", proxy.Version)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	// A second signal exits at once.
+	second := make(chan os.Signal, 1)
+	signal.Notify(second, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(second)
+	go func() {
+		if _, ok := <-second; ok {
+			log.Error("second signal: exiting without draining")
+			os.Exit(1)
+		}
+	}()
+
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown timeout ran out; remaining clients closed", "err", err)
+	}
+	if err := up.Close(); err != nil {
+		log.Warn("closing upstream", "err", err)
+	}
+	if hs != nil {
+		hs.Shutdown(sctx)
+	}
+	log.Info("stopped")
+	if serveErr != nil && !errors.Is(serveErr, proxy.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package metrics
+
+import (
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roomproxy/roomproxy/proxy"
+)
+
+const namespace = "roomproxy"
+
+// rejectReasons is the closed set of reasons for refused input.
+var rejectReasons = []string{"protocol", "request_size", "timeout", "slow_consumer", "max_clients", "auth", "unknown_command"}
+
+// Metrics holds roomproxy's Prometheus collectors, registered into the
+// registry given to New. It implements proxy.Observer.
+type Metrics struct {
+	reg         *prometheus.Registry
+	commands    *prometheus.CounterVec
+	clients     prometheus.Gauge
+	connections prometheus.Counter
+	rejected    *prometheus.CounterVec
+	panics      prometheus.Counter
+}
+
+// New creates the collectors and registers them, with the Go and process
+// collectors, into reg.
+func New(reg *prometheus.Registry) *Metrics {
+	m := &Metrics{
+		reg: reg,
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "commands_total",
+			Help: "Client commands by command name and outcome (ok, error, upstream_error).",
+		}, []string{"cmd", "outcome"}),
+		clients: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "connected_clients", Help: "Client connections open now.",
+		}),
+		connections: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "client_connections_total", Help: "Client connections accepted.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "rejected_inputs_total",
+			Help: "Client input refused, by reason.",
+		}, []string{"reason"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "panics_recovered_total", Help: "Panics recovered in connection handlers.",
+		}),
+	}
+	for _, r := range rejectReasons {
+		m.rejected.WithLabelValues(r)
+	}
+	reg.MustRegister(m.commands, m.clients, m.connections, m.rejected, m.panics,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// UpstreamStats is what the upstream metrics are read from at scrape time.
+type UpstreamStats struct {
+	Commands   int64
+	RoundTrips int64
+	Failures   int64
+	Conns      int
+}
+
+// RegisterUpstream exports the upstream's counters, read from fn at scrape time.
+func (m *Metrics) RegisterUpstream(fn func() UpstreamStats) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_commands_total",
+			Help: "Commands sent to the upstream Redis; each one is billed by Upstash.",
+		}, func() float64 { return float64(fn().Commands) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_roundtrips_total",
+			Help: "Pipelines sent to the upstream Redis.",
+		}, func() float64 { return float64(fn().RoundTrips) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_roundtrip_failures_total",
+			Help: "Upstream pipelines that failed (timeout, connection error).",
+		}, func() float64 { return float64(fn().Failures) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "upstream_connections",
+			Help: "Upstream connections open now.",
+		}, func() float64 { return float64(fn().Conns) }),
+	)
+}
+
+// Command returns the counters of one command. A series is created on the
+// command's first use, so /metrics lists only commands that were used.
+func (m *Metrics) Command(name string) proxy.CommandObserver {
+	return &commandCounters{vec: m.commands, name: name}
+}
+
+type commandCounters struct {
+	vec  *prometheus.CounterVec
+	name string
+	c    [proxy.NumOutcomes]atomic.Pointer[prometheus.Counter]
+}
+
+func (c *commandCounters) Observe(o proxy.Outcome) {
+	p := c.c[o].Load()
+	if p == nil {
+		ctr := c.vec.WithLabelValues(c.name, o.String())
+		p = &ctr
+		c.c[o].Store(p)
+	}
+	(*p).Inc()
+}
+
+// ConnOpened counts a new client connection.
+func (m *Metrics) ConnOpened() { m.clients.Inc(); m.connections.Inc() }
+
+// ConnClosed counts a closed client connection.
+func (m *Metrics) ConnClosed() { m.clients.Dec() }
+
+// Rejected counts refused input; reason is one of rejectReasons.
+func (m *Metrics) Rejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
+
+// Panic counts a recovered panic.
+func (m *Metrics) Panic() { m.panics.Inc() }
+
+// Handler serves /metrics, /healthz (the process is alive) and /readyz (200
+// while accepting clients, 503 once draining has begun).
+func Handler(reg *prometheus.Registry, ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}

@@ -1,0 +1,342 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"time"
+)
+
+// protoError is a malformed-input error. Its text is Redis's own, so a client
+// sees "-ERR Protocol error: ..." exactly as redis-server would send it; the
+// connection is closed after it.
+type protoError struct{ msg string }
+
+func (e *protoError) Error() string { return "Protocol error: " + e.msg }
+
+var (
+	errTooBigRequest = errors.New("max request size exceeded")
+
+	errBigInline      = &protoError{"too big inline request"}
+	errBigMbulkString = &protoError{"too big mbulk count string"}
+	errBigBulkString  = &protoError{"too big bulk count string"}
+	errMbulkLength    = &protoError{"invalid multibulk length"}
+	errBulkLength     = &protoError{"invalid bulk length"}
+	errUnauthMbulk    = &protoError{"unauthenticated multibulk length"}
+	errUnauthBulk     = &protoError{"unauthenticated bulk length"}
+)
+
+// Guard scan states.
+const (
+	stFrame      = iota // at the first byte of a frame
+	stBulkHeader        // expecting "$<len>\r\n" of the next argument
+	stBulkBody          // inside an argument's bytes and its CRLF
+)
+
+// frameGuard sits between the client socket and redcon's Reader. redcon parses
+// whatever it is given, trusting declared lengths: "$9223372036854775807"
+// overflows its index arithmetic (a panic) and "*9223372036854775807" makes it
+// loop that many times (a spinning CPU); it also re-scans an incomplete frame
+// from its start on every read, so a large frame trickled in costs quadratic
+// time. The guard scans each byte once, checks every declared count and length
+// against the limits before anything is allocated for it, and hands redcon
+// only complete frames. redcon therefore parses each frame once and never sees
+// a length it could misuse.
+//
+// Not safe for concurrent use: it belongs to its connection's goroutine.
+type frameGuard struct {
+	nc  net.Conn
+	lim *Limits
+
+	buf  []byte
+	r    int // next byte to give to redcon
+	w    int // end of bytes read from the socket
+	rdy  int // end of the complete frames scanned so far (r <= rdy <= w)
+	scan int // next byte to scan (rdy <= scan <= w)
+
+	state     int
+	frameAt   int   // start of the frame being scanned
+	argsLeft  int64 // arguments still expected in the current multibulk
+	bulkLeft  int64 // body bytes (with CRLF) still expected in the current argument
+	declared  int64 // bytes the current frame has declared so far
+	err       error // first input error; returned once the frames before it are consumed
+	authed    func() bool
+	frameSeen time.Time // when the unfinished frame's first byte arrived
+}
+
+func newFrameGuard(nc net.Conn, lim *Limits, authed func() bool) *frameGuard {
+	return &frameGuard{nc: nc, lim: lim, buf: make([]byte, 16<<10), authed: authed}
+}
+
+// buffered reports how many bytes of complete frames are waiting to be parsed.
+// When it is non-zero the next redcon read returns without touching the socket.
+func (g *frameGuard) buffered() int { return g.rdy - g.r }
+
+// Read gives redcon bytes of complete frames only.
+func (g *frameGuard) Read(p []byte) (int, error) {
+	for g.rdy == g.r {
+		if g.err != nil {
+			return 0, g.err
+		}
+		if err := g.fill(); err != nil {
+			return 0, err
+		}
+		g.advance()
+	}
+	n := copy(p, g.buf[g.r:g.rdy])
+	g.r += n
+	if g.r == g.w {
+		g.reset()
+	}
+	return n, nil
+}
+
+// reset rewinds an empty buffer, giving back memory a large frame took.
+func (g *frameGuard) reset() {
+	g.r, g.w, g.rdy, g.scan, g.frameAt = 0, 0, 0, 0, 0
+	if len(g.buf) > 64<<10 {
+		g.buf = make([]byte, 16<<10)
+	}
+}
+
+// fill reads more bytes from the socket, making room first.
+func (g *frameGuard) fill() error {
+	if g.w == len(g.buf) {
+		if g.r > 0 {
+			n := copy(g.buf, g.buf[g.r:g.w])
+			g.shift(g.r)
+			g.w = n
+		} else {
+			limit := g.lim.MaxRequestBytes + g.lim.MaxInlineBytes
+			if len(g.buf) >= limit {
+				// Unreachable while the scan checks declared sizes; kept as the last
+				// line of defence for the memory bound.
+				return errTooBigRequest
+			}
+			nb := make([]byte, min(2*len(g.buf), limit))
+			copy(nb, g.buf[:g.w])
+			g.buf = nb
+		}
+	}
+	g.setDeadline()
+	n, err := g.nc.Read(g.buf[g.w:])
+	g.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// shift moves every index down by d after the buffer was compacted.
+func (g *frameGuard) shift(d int) {
+	g.r -= d
+	g.rdy -= d
+	g.scan -= d
+	g.frameAt -= d
+}
+
+// setDeadline picks the read deadline for what the connection is waiting for:
+// the rest of a started frame, the AUTH of a new client, or the next command.
+func (g *frameGuard) setDeadline() {
+	var d time.Duration
+	switch {
+	case g.w > g.rdy && g.lim.FrameTimeout > 0:
+		if g.frameSeen.IsZero() {
+			g.frameSeen = time.Now()
+		}
+		g.nc.SetReadDeadline(g.frameSeen.Add(g.lim.FrameTimeout))
+		return
+	case !g.authed() && g.lim.AuthTimeout > 0:
+		d = g.lim.AuthTimeout
+	default:
+		d = g.lim.IdleTimeout
+	}
+	if d > 0 {
+		g.nc.SetReadDeadline(time.Now().Add(d))
+	} else {
+		g.nc.SetReadDeadline(time.Time{})
+	}
+}
+
+// advance scans new bytes, moving rdy past each frame that is complete. Before
+// authentication it stops after one frame, so the limits for unauthenticated
+// clients apply until AUTH has actually run.
+func (g *frameGuard) advance() {
+	for g.err == nil && g.scan < g.w {
+		if !g.step() {
+			return
+		}
+		if g.state == stFrame && g.scan == g.rdy {
+			continue
+		}
+	}
+}
+
+// step consumes what it can at the scan position; it returns false when it
+// needs more input or found an error.
+func (g *frameGuard) step() bool {
+	switch g.state {
+	case stFrame:
+		g.frameAt = g.scan
+		g.declared = 0
+		if g.buf[g.scan] != '*' {
+			return g.inline()
+		}
+		n, ok := g.line(g.scan+1, errBigMbulkString)
+		if !ok {
+			return false
+		}
+		count, valid := parseLen(g.buf[g.scan+1 : n-1])
+		if !valid || count > int64(g.lim.MaxArgs) {
+			return g.fail(errMbulkLength)
+		}
+		if count > int64(g.lim.PreAuthMaxArgs) && !g.authed() {
+			return g.fail(errUnauthMbulk)
+		}
+		if count <= 0 {
+			// Redis skips "*0" and "*-1" silently; redcon would call them errors,
+			// so the header is cut out of the buffer here.
+			g.cut(g.scan, n+1)
+			return true
+		}
+		g.declared = int64(n + 1 - g.frameAt)
+		g.argsLeft = count
+		g.scan = n + 1
+		g.state = stBulkHeader
+		return true
+	case stBulkHeader:
+		if g.buf[g.scan] != '$' {
+			return g.fail(&protoError{"expected '$', got '" + string(g.buf[g.scan]) + "'"})
+		}
+		n, ok := g.line(g.scan+1, errBigBulkString)
+		if !ok {
+			return false
+		}
+		size, valid := parseLen(g.buf[g.scan+1 : n-1])
+		if !valid || size < 0 {
+			return g.fail(errBulkLength)
+		}
+		if size > int64(g.lim.PreAuthMaxBulk) && !g.authed() {
+			return g.fail(errUnauthBulk)
+		}
+		g.declared += int64(n+1-g.scan) + size + 2
+		if size > int64(g.lim.MaxRequestBytes) || g.declared > int64(g.lim.MaxRequestBytes) {
+			return g.fail(errTooBigRequest)
+		}
+		g.bulkLeft = size + 2
+		g.scan = n + 1
+		g.state = stBulkBody
+		return true
+	default: // stBulkBody
+		avail := int64(g.w - g.scan)
+		if avail < g.bulkLeft {
+			g.scan = g.w
+			g.bulkLeft -= avail
+			return false
+		}
+		g.scan += int(g.bulkLeft)
+		if g.buf[g.scan-2] != '\r' || g.buf[g.scan-1] != '\n' {
+			return g.fail(errBulkLength)
+		}
+		g.argsLeft--
+		if g.argsLeft > 0 {
+			g.state = stBulkHeader
+			return true
+		}
+		return g.complete()
+	}
+}
+
+// inline handles a frame in the inline (telnet) form: one line.
+func (g *frameGuard) inline() bool {
+	for i := g.scan; i < g.w; i++ {
+		if g.buf[i] == '\n' {
+			g.scan = i + 1
+			return g.complete()
+		}
+	}
+	if g.w-g.frameAt > g.lim.MaxInlineBytes {
+		return g.fail(errBigInline)
+	}
+	g.scan = g.w
+	return false
+}
+
+// line finds the end of a header line that starts at from; it returns the
+// index of its '\n'. A header with no newline within the inline limit is an
+// error, as in Redis.
+func (g *frameGuard) line(from int, tooBig error) (int, bool) {
+	for i := from; i < g.w; i++ {
+		if g.buf[i] == '\n' {
+			if g.buf[i-1] != '\r' {
+				if tooBig == errBigMbulkString {
+					g.fail(errMbulkLength)
+				} else {
+					g.fail(errBulkLength)
+				}
+				return 0, false
+			}
+			return i, true
+		}
+	}
+	if g.w-from > g.lim.MaxInlineBytes {
+		g.fail(tooBig)
+	}
+	return 0, false
+}
+
+// complete marks the frame ending at scan as ready for redcon.
+func (g *frameGuard) complete() bool {
+	g.state = stFrame
+	g.rdy = g.scan
+	g.frameSeen = time.Time{}
+	// Before AUTH, one frame at a time: the next frame is scanned only after
+	// this one has run, with the authentication it may have granted.
+	return g.authed()
+}
+
+// cut removes buf[from:to], which lies after every ready byte.
+func (g *frameGuard) cut(from, to int) {
+	n := copy(g.buf[from:], g.buf[to:g.w])
+	g.w = from + n
+	if g.w == g.rdy {
+		g.frameSeen = time.Time{}
+	}
+}
+
+func (g *frameGuard) fail(err error) bool {
+	g.err = err
+	return false
+}
+
+// parseLen reads a decimal length as Redis's string2ll does: an optional '-',
+// digits, no leading '+' or spaces, no overflow.
+func parseLen(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+		if len(b) == 0 {
+			return 0, false
+		}
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n > (1<<63-1-int64(c-'0'))/10 {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}

@@ -1,0 +1,331 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/roomproxy/roomproxy/batch"
+	"github.com/tidwall/redcon"
+)
+
+// slot is one command's place in the reply order: a local answer held in
+// s.local[start:end], or the index of a forwarded command in s.batch.
+type slot struct {
+	fwd        int32 // -1 for a local answer
+	start, end int32
+	quiet      bool // CLIENT REPLY OFF or SKIP: run it, send nothing
+	spec       *Spec
+}
+
+// Client reply modes (CLIENT REPLY).
+const (
+	replyOn = iota
+	replyOff
+	replySkip
+)
+
+// session is one client connection. Everything in it is owned by the
+// connection's goroutine, except the fields marked atomic, which INFO and
+// Shutdown read from other goroutines.
+type session struct {
+	srv   *Server
+	nc    net.Conn
+	ctx   context.Context
+	stop  context.CancelFunc
+	guard *frameGuard
+	rd    *redcon.Reader
+	wr    *redcon.Writer
+
+	id        int64
+	addr      string
+	laddr     string
+	created   time.Time
+	proto     int
+	authed    bool
+	name      string
+	libName   string
+	libVer    string
+	replyMode int
+	noEvict   bool
+	noTouch   bool
+	quit      bool // QUIT ran: write what is due, then close
+	quietNow  bool // set by CLIENT REPLY OFF|SKIP: its own reply is not sent
+
+	authFailures int
+
+	lastCmd atomic.Int64 // unix nanoseconds of the last command, for CLIENT INFO
+
+	// Per-batch scratch, reused.
+	out   []byte // where local handlers append their reply
+	local []byte // local replies of the current batch
+	slots []slot
+	batch *batch.Batch
+}
+
+func (s *session) authenticated() bool { return s.authed }
+
+// serve runs the connection until the client leaves, sends bad input, or the
+// server drains.
+func (s *session) serve() {
+	defer func() {
+		if r := recover(); r != nil {
+			s.srv.obs.Panic()
+			s.srv.log.Error("recovered panic in client connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+		s.close()
+	}()
+	for !s.quit {
+		cmds, err := s.rd.ReadCommands()
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		// Take every complete command already received, up to the pipeline
+		// limit, so that the whole client pipeline goes upstream together.
+		for s.guard.buffered() > 0 && len(cmds) < s.srv.lim.MaxPipeline {
+			more, err := s.rd.ReadCommands()
+			if err != nil {
+				break // the error is returned again by the next read
+			}
+			cmds = append(cmds, more...)
+		}
+		s.handle(cmds)
+		if !s.flush() {
+			return
+		}
+		if s.srv.draining.Load() {
+			return
+		}
+	}
+}
+
+// readFailed answers a protocol error as Redis does, then the caller closes.
+func (s *session) readFailed(err error) {
+	var pe *protoError
+	switch {
+	case errors.As(err, &pe) || strings.HasPrefix(err.Error(), "Protocol error"):
+		s.srv.obs.Rejected("protocol")
+		s.wr.WriteError("ERR " + err.Error())
+	case errors.Is(err, errTooBigRequest):
+		s.srv.obs.Rejected("request_size")
+		s.wr.WriteError("ERR " + err.Error())
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if !s.srv.draining.Load() {
+			s.srv.obs.Rejected("timeout")
+		}
+		return
+	default: // EOF, reset: the client left
+		return
+	}
+	s.flush()
+}
+
+// flush sends buffered replies, bounded by the output timeout: a client that
+// does not read its replies is disconnected.
+func (s *session) flush() bool {
+	if len(s.wr.Buffer()) == 0 {
+		return true
+	}
+	if s.srv.lim.OutputTimeout > 0 {
+		s.nc.SetWriteDeadline(time.Now().Add(s.srv.lim.OutputTimeout))
+	}
+	if err := s.wr.Flush(); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.srv.obs.Rejected("slow_consumer")
+		}
+		return false
+	}
+	return true
+}
+
+func (s *session) close() {
+	s.stop()
+	s.nc.Close()
+	s.srv.forget(s)
+}
+
+// handle runs one client batch: local answers are computed in order as they
+// come, everything forwarded goes upstream as one pipeline, and the replies
+// are written in request order.
+func (s *session) handle(cmds []redcon.Command) {
+	now := time.Now()
+	s.lastCmd.Store(now.UnixNano())
+	s.srv.commands.Add(int64(len(cmds)))
+	s.batch.Reset(s.proto)
+	for i := range cmds {
+		if s.quit {
+			break
+		}
+		s.dispatch(cmds[i].Args)
+		if s.batch.Len() >= s.srv.lim.MaxPipeline {
+			s.drain()
+		}
+	}
+	s.drain()
+}
+
+// dispatch classifies one command and either answers it into a local slot or
+// adds it to the upstream batch.
+func (s *session) dispatch(args [][]byte) {
+	sl := slot{fwd: -1}
+	if s.replyMode == replySkip {
+		sl.quiet = true
+		s.replyMode = replyOn
+	} else if s.replyMode == replyOff {
+		sl.quiet = true
+	}
+	s.out = s.local
+	start := len(s.out)
+	sp := s.srv.table.lookup(args[0])
+	switch {
+	case sp == nil:
+		s.unknown(args)
+	case !sp.arityOK(len(args)) && !(sp.Subs != nil && len(args) >= 2):
+		s.err("ERR wrong number of arguments for '" + sp.fullName() + "' command")
+	default:
+		if sp.Subs != nil && len(args) >= 2 {
+			parent := sp
+			if sp = parent.sub(args[1]); sp == nil {
+				s.err(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try %s HELP.", args[1], strings.ToUpper(parent.Name)))
+				break
+			}
+			if !sp.arityOK(len(args)) {
+				s.err("ERR wrong number of arguments for '" + sp.fullName() + "' command")
+				break
+			}
+		}
+		sl.spec = sp
+		s.run(sp, args, &sl)
+		if s.quietNow {
+			sl.quiet, s.quietNow = true, false
+		}
+	}
+	if sl.fwd < 0 {
+		s.local = s.out
+		sl.start, sl.end = int32(start), int32(len(s.out))
+		if sl.spec == nil {
+			s.srv.obs.Rejected("unknown_command")
+		}
+	}
+	s.slots = append(s.slots, sl)
+}
+
+// run applies the access rules and carries out a known command.
+func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
+	f := sp.Flags
+	switch {
+	case !s.authed && f&FlagNoAuth == 0:
+		s.err("NOAUTH Authentication required.")
+	case f&FlagDenied != 0:
+		s.err("NOPERM this user has no permissions to run the '" + sp.fullName() + "' command")
+	case f&FlagUnsupported != 0:
+		s.err("ERR '" + sp.fullName() + "' is not supported by roomproxy: " + sp.reason + " are not carried through the shared upstream connections")
+	case f&FlagLocal != 0:
+		s.local1(sp, args)
+	default:
+		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
+	}
+}
+
+// local1 runs a local handler with a recover of its own: a bug in one
+// handler answers that command with an error and the connection goes on.
+func (s *session) local1(sp *Spec, args [][]byte) {
+	mark := len(s.out)
+	defer func() {
+		if r := recover(); r != nil {
+			s.srv.obs.Panic()
+			s.srv.log.Error("recovered panic in command handler", "command", sp.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.out = s.out[:mark]
+			s.err("ERR internal error")
+		}
+	}()
+	sp.handler(s, args)
+}
+
+// drain sends the pending upstream batch, waits for it, and writes every
+// slot's reply in order into the output buffer.
+func (s *session) drain() {
+	if s.batch.Len() > 0 {
+		s.srv.up.Submit(s.batch)
+		s.batch.Wait()
+	}
+	for i := range s.slots {
+		sl := &s.slots[i]
+		var outcome Outcome
+		if sl.fwd >= 0 {
+			r := s.batch.Replies[sl.fwd]
+			switch {
+			case r.Err != nil:
+				outcome = OutcomeUpstreamError
+				if !sl.quiet {
+					s.wr.WriteError(upstreamErrorText(r.Err))
+				}
+			default:
+				outcome = OutcomeOK
+				if len(r.Raw) > 0 && (r.Raw[0] == '-' || r.Raw[0] == '!') {
+					outcome = OutcomeError
+				}
+				if !sl.quiet {
+					s.wr.WriteRaw(r.Raw)
+				}
+			}
+		} else {
+			raw := s.local[sl.start:sl.end]
+			outcome = OutcomeOK
+			if len(raw) > 0 && raw[0] == '-' {
+				outcome = OutcomeError
+			}
+			if !sl.quiet {
+				s.wr.WriteRaw(raw)
+			}
+		}
+		if sl.spec != nil && sl.spec.obs != nil {
+			sl.spec.obs.Observe(outcome)
+		}
+		// Bound the output buffer: large replies go out as they are ready.
+		if len(s.wr.Buffer()) > 64<<10 && !s.flush() {
+			s.quit = true
+		}
+	}
+	clear(s.slots)
+	s.slots = s.slots[:0]
+	s.local = s.local[:0]
+	s.batch.Reset(s.proto)
+}
+
+// upstreamErrorText is the one place where an upstream failure becomes a
+// client reply. Driver text, addresses and credentials never reach a client.
+func upstreamErrorText(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return "TRYAGAIN upstream timeout"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "TRYAGAIN upstream timeout"
+	}
+	if errors.Is(err, io.EOF) {
+		return "TRYAGAIN upstream unavailable"
+	}
+	return "TRYAGAIN upstream unavailable"
+}
+
+// unknown answers a command roomproxy does not know, in Redis's words.
+func (s *session) unknown(args [][]byte) {
+	var b strings.Builder
+	for _, a := range args[1:] {
+		if b.Len() >= 128 {
+			break
+		}
+		fmt.Fprintf(&b, "'%.*s' ", 128-b.Len(), a)
+	}
+	msg := fmt.Sprintf("ERR unknown command '%.128s', with args beginning with: %s", args[0], b.String())
+	s.err(strings.NewReplacer("\r", " ", "\n", " ").Replace(msg))
+}

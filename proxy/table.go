@@ -1,0 +1,262 @@
+package proxy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// redisCommand is one entry of Redis's COMMAND reply (redis_commands.go).
+type redisCommand struct {
+	Name              string
+	Arity             int
+	Flags             []string
+	First, Last, Step int
+	Categories        []string
+	Subcommands       []redisCommand
+}
+
+// Flag describes how the proxy carries a command.
+type Flag uint32
+
+const (
+	// FlagForward: sent upstream in the client's pipeline.
+	FlagForward Flag = 1 << iota
+	// FlagLocal: answered by the proxy itself, also while the upstream is down.
+	FlagLocal
+	// FlagDenied: never forwarded; answered -NOPERM.
+	FlagDenied
+	// FlagUnsupported: a Redis command roomproxy does not carry (yet); it gets
+	// an explicit error and nothing is forwarded.
+	FlagUnsupported
+	// FlagNoAuth: allowed before the client has authenticated.
+	FlagNoAuth
+	// FlagRead and FlagWrite mirror Redis's readonly and write flags.
+	FlagRead
+	FlagWrite
+	// FlagBlocking: may block on the server (BLPOP, XREAD BLOCK, ...).
+	FlagBlocking
+	// FlagPubSub: pub/sub commands.
+	FlagPubSub
+	// FlagTx: transaction commands.
+	FlagTx
+	// FlagScript: scripting commands (EVAL, EVALSHA, SCRIPT, FCALL, FUNCTION).
+	FlagScript
+)
+
+// handler answers a local command. It appends the reply to s.out with the
+// session's protocol and may change session state.
+type handler func(s *session, args [][]byte)
+
+// Spec is one entry of the command table: the allowlist. A command or
+// subcommand that has no Spec is unknown to roomproxy.
+type Spec struct {
+	Name       string // lower case; "client|setname" for a subcommand
+	Arity      int    // Redis's convention: n exact, -n at least n
+	Flags      Flag
+	First      int // key positions, as in Redis's COMMAND reply
+	Last       int
+	Step       int
+	RedisFlags []string
+	Categories []string // Redis ACL categories, with the leading '@'
+	Subs       map[string]*Spec
+	handler    handler
+	reason     string // for FlagUnsupported
+	parent     *Spec
+	obs        CommandObserver
+}
+
+// Table is the command table. It is built once at start and read-only after.
+type Table struct {
+	m     map[string]*Spec
+	names []string // top-level names, sorted, for COMMAND
+}
+
+// lookup finds the top-level Spec for a command name in any case, without
+// allocating.
+func (t *Table) lookup(name []byte) *Spec {
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return nil
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return t.m[string(buf[:len(name)])]
+}
+
+// sub finds a subcommand of sp in any case.
+func (sp *Spec) sub(name []byte) *Spec {
+	return sp.Subs[strings.ToLower(string(name))]
+}
+
+// register adds a Spec; a second registration of one name is a programming
+// error and panics at start.
+func (t *Table) register(sp *Spec) {
+	if _, dup := t.m[sp.Name]; dup {
+		panic(fmt.Sprintf("proxy: command %q registered twice", sp.Name))
+	}
+	t.m[sp.Name] = sp
+	t.names = append(t.names, sp.Name)
+}
+
+// fullName is the name Redis uses in its error texts: "get", "config|get".
+func (sp *Spec) fullName() string { return sp.Name }
+
+// arityOK applies Redis's arity rule to argc (the command name included).
+func (sp *Spec) arityOK(argc int) bool {
+	if sp.Arity >= 0 {
+		return argc == sp.Arity
+	}
+	return argc >= -sp.Arity
+}
+
+// The proxy's policy on top of Redis's own table.
+var (
+	// localCommands are answered by the proxy (SPEC section 2).
+	localCommands = map[string]handler{
+		"ping": cmdPing, "echo": cmdEcho, "quit": cmdQuit, "reset": cmdReset,
+		"hello": cmdHello, "auth": cmdAuth, "select": cmdSelect,
+		"readonly": cmdOK, "readwrite": cmdOK, "info": cmdInfo,
+		"command": cmdCommand, "command|count": cmdCommandCount,
+		"command|docs": cmdCommandDocs, "command|info": cmdCommandInfo,
+		"command|list":   cmdCommandList,
+		"config|get":     cmdConfigGet,
+		"client|setname": cmdClientSetName, "client|getname": cmdClientGetName,
+		"client|setinfo": cmdClientSetInfo, "client|id": cmdClientID,
+		"client|info": cmdClientInfo, "client|no-evict": cmdClientFlag,
+		"client|no-touch": cmdClientFlag, "client|reply": cmdClientReply,
+	}
+	// noAuthCommands may run before AUTH, as in Redis.
+	noAuthCommands = []string{"auth", "hello", "quit", "reset"}
+	// deniedCommands are refused on top of everything Redis flags "admin":
+	// whole-keyspace and dangerous commands (SPEC section 2).
+	deniedCommands = []string{
+		"flushall", "flushdb", "swapdb", "migrate", "keys", "acl", "cluster",
+		"script|flush", "script|kill", "function|flush", "function|delete",
+		"function|restore", "function|kill", "client|tracking", "client|caching",
+		"client|getredir", "client|trackinginfo",
+	}
+	// unsupported commands need a connection of their own upstream; roomproxy
+	// refuses them with a clear error rather than breaking a shared connection.
+	unsupportedCommands = map[string]string{
+		"multi": "transactions", "exec": "transactions", "discard": "transactions",
+		"watch": "transactions", "unwatch": "transactions",
+		"subscribe": "pub/sub subscriptions", "psubscribe": "pub/sub subscriptions",
+		"unsubscribe": "pub/sub subscriptions", "punsubscribe": "pub/sub subscriptions",
+		"ssubscribe": "pub/sub subscriptions", "sunsubscribe": "pub/sub subscriptions",
+		"blpop": "blocking commands", "brpop": "blocking commands",
+		"brpoplpush": "blocking commands", "blmove": "blocking commands",
+		"blmpop": "blocking commands", "bzpopmin": "blocking commands",
+		"bzpopmax": "blocking commands", "bzmpop": "blocking commands",
+		"wait": "blocking commands", "waitaof": "blocking commands",
+	}
+)
+
+// newerSubcommands are Redis 7.2 additions that current client libraries send
+// when they connect (go-redis and node-redis send CLIENT SETINFO).
+var newerSubcommands = map[string][]redisCommand{
+	"client": {
+		{Name: "client|setinfo", Arity: 4, Flags: []string{"noscript", "loading", "stale"}, Categories: []string{"@slow", "@connection"}},
+		{Name: "client|no-touch", Arity: 3, Flags: []string{"noscript", "loading", "stale"}, Categories: []string{"@slow", "@connection"}},
+	},
+}
+
+// NewTable builds the command table from Redis's own description of its
+// commands and roomproxy's policy.
+func NewTable() *Table {
+	t := &Table{m: make(map[string]*Spec)}
+	for _, rc := range redisCommands {
+		if extra := newerSubcommands[rc.Name]; extra != nil {
+			rc.Subcommands = append(slices.Clone(rc.Subcommands), extra...)
+		}
+		t.register(newSpec(rc, nil))
+	}
+	slices.Sort(t.names)
+	return t
+}
+
+func newSpec(rc redisCommand, parent *Spec) *Spec {
+	sp := &Spec{
+		Name: rc.Name, Arity: rc.Arity, First: rc.First, Last: rc.Last, Step: rc.Step,
+		RedisFlags: rc.Flags, Categories: rc.Categories, parent: parent,
+	}
+	for _, f := range rc.Flags {
+		switch f {
+		case "readonly":
+			sp.Flags |= FlagRead
+		case "write":
+			sp.Flags |= FlagWrite
+		case "blocking":
+			sp.Flags |= FlagBlocking
+		case "pubsub":
+			sp.Flags |= FlagPubSub
+		case "noscript":
+			if rc.Name == "multi" || rc.Name == "exec" || rc.Name == "discard" ||
+				rc.Name == "watch" || rc.Name == "unwatch" {
+				sp.Flags |= FlagTx
+			}
+		}
+	}
+	if slices.Contains(rc.Categories, "@scripting") {
+		sp.Flags |= FlagScript
+	}
+	top := rc.Name
+	if parent != nil {
+		top = parent.Name
+	}
+	switch {
+	case localCommands[rc.Name] != nil:
+		sp.Flags |= FlagLocal
+		sp.handler = localCommands[rc.Name]
+	case slices.Contains(deniedCommands, rc.Name) || slices.Contains(deniedCommands, top):
+		sp.Flags |= FlagDenied
+	case slices.Contains(rc.Flags, "admin"):
+		sp.Flags |= FlagDenied
+	case unsupportedCommands[rc.Name] != "":
+		sp.Flags |= FlagUnsupported
+		sp.reason = unsupportedCommands[rc.Name]
+	case parent != nil && parent.Flags&FlagLocal != 0:
+		// A subcommand of a local command that the proxy does not answer
+		// (CLIENT KILL is admin and caught above; this is the rest).
+		sp.Flags |= FlagUnsupported
+		sp.reason = "this subcommand"
+	default:
+		sp.Flags |= FlagForward
+	}
+	if slices.Contains(noAuthCommands, rc.Name) {
+		sp.Flags |= FlagNoAuth
+	}
+	if len(rc.Subcommands) > 0 {
+		sp.Subs = make(map[string]*Spec, len(rc.Subcommands))
+		for _, s := range rc.Subcommands {
+			sub := newSpec(s, sp)
+			// Redis names subcommands "config|get"; the key is the part after '|'.
+			sp.Subs[s.Name[strings.IndexByte(s.Name, '|')+1:]] = sub
+		}
+	}
+	return sp
+}
+
+// walk calls fn for every Spec, subcommands after their parent.
+func (t *Table) walk(fn func(*Spec)) {
+	for _, n := range t.names {
+		sp := t.m[n]
+		fn(sp)
+		for _, k := range sortedKeys(sp.Subs) {
+			fn(sp.Subs[k])
+		}
+	}
+}
+
+func sortedKeys(m map[string]*Spec) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
