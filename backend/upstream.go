@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,12 +149,22 @@ type Upstream struct {
 	failures   atomic.Int64
 	retries    atomic.Int64
 	dials      atomic.Int64
+	lastLog    atomic.Int64 // unix nanoseconds of the last failure log line
 }
+
+// quietLogger drops go-redis's own log lines: they can carry the upstream's
+// address. roomproxy logs upstream failures itself, without it.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...interface{}) {}
+
+var silenceDriver sync.Once
 
 // New connects lazily: it checks the configuration and starts the workers but
 // dials nothing until the first command.
 func New(cfg Config) (*Upstream, error) {
 	cfg = cfg.withDefaults()
+	silenceDriver.Do(func() { redis.SetLogger(quietLogger{}) })
 	u := &Upstream{cfg: cfg}
 	for i, proto := range []int{2, 3} {
 		opt, err := cfg.Options(proto)
@@ -341,6 +352,42 @@ func (e *engine) exec(ctx context.Context, pipe redis.Pipeliner, n int) error {
 	_, err := pipe.Exec(ctx)
 	if err != nil {
 		e.up.failures.Add(1)
+		e.up.logFailure(err)
 	}
 	return err
+}
+
+// logFailure logs an upstream failure at most once a second, by kind only:
+// driver errors can hold the upstream's address or user.
+func (u *Upstream) logFailure(err error) {
+	now := time.Now().UnixNano()
+	last := u.lastLog.Load()
+	if now-last < int64(time.Second) || !u.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	u.cfg.Logger.Warn("upstream round trip failed", "kind", FailureKind(err), "failures_total", u.failures.Load())
+}
+
+// FailureKind names the class of an upstream error without its text:
+// "timeout", "tls", "auth", "closed" or "connection".
+func FailureKind(err error) string {
+	var ne net.Error
+	var tlsErr *tls.CertificateVerificationError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return "timeout"
+	case errors.As(err, &tlsErr):
+		return "tls"
+	case errors.Is(err, errClosed):
+		return "closed"
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		msg := re.Error()
+		if strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "ERR AUTH") {
+			return "auth"
+		}
+		return "server"
+	}
+	return "connection"
 }

@@ -31,6 +31,7 @@ const (
 	stFrame      = iota // at the first byte of a frame
 	stBulkHeader        // expecting "$<len>\r\n" of the next argument
 	stBulkBody          // inside an argument's bytes and its CRLF
+	stInline            // inside an inline command, looking for its newline
 )
 
 // frameGuard sits between the client socket and redcon's Reader. redcon parses
@@ -183,6 +184,7 @@ func (g *frameGuard) step() bool {
 		g.frameAt = g.scan
 		g.declared = 0
 		if g.buf[g.scan] != '*' {
+			g.state = stInline
 			return g.inline()
 		}
 		n, ok := g.line(g.scan+1, errBigMbulkString)
@@ -230,6 +232,8 @@ func (g *frameGuard) step() bool {
 		g.scan = n + 1
 		g.state = stBulkBody
 		return true
+	case stInline:
+		return g.inline()
 	default: // stBulkBody
 		avail := int64(g.w - g.scan)
 		if avail < g.bulkLeft {

@@ -27,15 +27,6 @@ func (s *session) null() {
 	s.out = append(s.out, "$-1\r\n"...)
 }
 
-// nullArray is a missing array: "*-1" in RESP2, "_" in RESP3.
-func (s *session) nullArray() {
-	if s.proto == 3 {
-		s.out = append(s.out, "_\r\n"...)
-		return
-	}
-	s.out = append(s.out, "*-1\r\n"...)
-}
-
 // mapHeader starts a map of n pairs: "%n" in RESP3, a flat array of 2n in RESP2.
 func (s *session) mapHeader(n int) {
 	if s.proto == 3 {

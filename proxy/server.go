@@ -130,6 +130,7 @@ type Server struct {
 	accepted atomic.Int64
 	refused  atomic.Int64
 	commands atomic.Int64
+	batches  atomic.Int64 // client batches sent upstream
 
 	mu        sync.Mutex // protects listeners, sessions and closed
 	listeners map[net.Listener]struct{}
@@ -291,6 +292,9 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	return nil
 }
+
+// UpstreamBatches is the number of client batches handed to the upstream.
+func (s *Server) UpstreamBatches() int64 { return s.batches.Load() }
 
 // Ready reports whether the server accepts clients: false once draining.
 func (s *Server) Ready() bool { return !s.draining.Load() }

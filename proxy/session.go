@@ -176,12 +176,7 @@ func (s *session) handle(cmds []redcon.Command) {
 // adds it to the upstream batch.
 func (s *session) dispatch(args [][]byte) {
 	sl := slot{fwd: -1}
-	if s.replyMode == replySkip {
-		sl.quiet = true
-		s.replyMode = replyOn
-	} else if s.replyMode == replyOff {
-		sl.quiet = true
-	}
+	before := s.replyMode
 	s.out = s.local
 	start := len(s.out)
 	sp := s.srv.table.lookup(args[0])
@@ -204,9 +199,19 @@ func (s *session) dispatch(args [][]byte) {
 		}
 		sl.spec = sp
 		s.run(sp, args, &sl)
-		if s.quietNow {
-			sl.quiet, s.quietNow = true, false
+	}
+	// CLIENT REPLY: OFF silences until ON (whose own +OK is sent); SKIP
+	// silences the next command only.
+	switch {
+	case s.quietNow:
+		sl.quiet, s.quietNow = true, false
+	case before == replySkip:
+		sl.quiet = true
+		if s.replyMode == replySkip {
+			s.replyMode = replyOn
 		}
+	case before == replyOff && s.replyMode == replyOff:
+		sl.quiet = true
 	}
 	if sl.fwd < 0 {
 		s.local = s.out
@@ -254,6 +259,7 @@ func (s *session) local1(sp *Spec, args [][]byte) {
 // slot's reply in order into the output buffer.
 func (s *session) drain() {
 	if s.batch.Len() > 0 {
+		s.srv.batches.Add(1)
 		s.srv.up.Submit(s.batch)
 		s.batch.Wait()
 	}

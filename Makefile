@@ -1,0 +1,37 @@
+# roomproxy: the everyday commands. `make test` is the whole suite.
+GO ?= go
+FUZZTIME ?= 60s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: build run test vet lint fuzz bench deps ci
+
+build:
+	$(GO) build -o bin/roomproxy ./cmd/roomproxy
+
+run:
+	$(GO) run ./cmd/roomproxy
+
+deps:
+	bash scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+
+# The whole test suite, against real servers (installed by deps when missing).
+test: deps vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+lint: vet
+	$(GO) run $(STATICCHECK) ./...
+
+# Fuzz the protocol edge for a bounded time, one target at a time.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzCommandPath$$' -fuzztime $(FUZZTIME) ./proxy
+	$(GO) test -run '^$$' -fuzz '^FuzzRoomOf$$' -fuzztime 10s ./policy
+
+bench:
+	bash scripts/deps.sh --bench
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy ./backend
+	bash bench/run.sh
+
+ci: test fuzz lint

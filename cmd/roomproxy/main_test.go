@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	cases := map[string]map[string]string{
+		"REDIS_TIMEOUT_MS":  {"REDIS_TIMEOUT_MS": "soon"},
+		"MAX_CLIENTS":       {"MAX_CLIENTS": "0"},
+		"PROXY_ADDR":        {"PROXY_ADDR": "0.0.0.0:6380"}, // no password on a public address
+		"REDIS_URL":         {"REDIS_URL": "http://example:1"},
+		"LOG_LEVEL":         {"LOG_LEVEL": "loud"},
+		"SHUTDOWN_TIMEOUT":  {"SHUTDOWN_TIMEOUT": "-5s"},
+		"MAX_REQUEST_BYTES": {"MAX_REQUEST_BYTES": "12"},
+	}
+	for name, env := range cases {
+		_, err := loadConfig(nil, func(k string) string { return env[k] }, io.Discard)
+		if err == nil || !strings.HasPrefix(err.Error(), name+":") {
+			t.Errorf("%v: err = %v, want one naming %s", env, err, name)
+		}
+	}
+	_, err := loadConfig([]string{"-max-pipeline", "x"}, func(string) string { return "" }, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "MAX_PIPELINE") {
+		t.Errorf("flag error = %v, want one naming MAX_PIPELINE", err)
+	}
+}
+
+func TestConfigDefaultsAndPrecedence(t *testing.T) {
+	env := map[string]string{"PROXY_ADDR": "127.0.0.1:7000", "REDIS_TIMEOUT_MS": "250"}
+	c, err := loadConfig([]string{"-proxy-addr", "127.0.0.1:7001"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ProxyAddr != "127.0.0.1:7001" || c.RedisTimeout != 250*time.Millisecond || c.MetricsAddr != "127.0.0.1:9380" ||
+		c.RedisMaxRetries != 10 || c.MaxRequestBytes != 10<<20 || c.ShutdownTimeout != 30*time.Second {
+		t.Fatalf("config = %+v", c)
+	}
+	if _, err := loadConfig(nil, func(k string) string {
+		return map[string]string{"PROXY_ADDR": "0.0.0.0:6380", "PROXY_PASSWORD": "pw"}[k]
+	}, io.Discard); err != nil {
+		t.Fatalf("a public address with a password is allowed: %v", err)
+	}
+}
+
+// TestZeroConfiguration builds the real binary, runs it with an empty
+// environment, uses it with go-redis, and stops it with SIGTERM.
+func TestZeroConfiguration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "roomproxy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Ports 0 so that tests never collide; everything else is the default.
+	cmd := exec.CommandContext(ctx, bin, "-proxy-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	re := regexp.MustCompile(`msg="(roomproxy|metrics) listening" addr=(\S+)`)
+	var log []string
+	for len(addrs) < 2 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("roomproxy exited early:\n%s", strings.Join(log, "\n"))
+			}
+			log = append(log, l)
+			if m := re.FindStringSubmatch(l); m != nil {
+				addrs[m[1]] = m[2]
+			}
+		case <-ctx.Done():
+			t.Fatal("roomproxy did not start")
+		}
+	}
+	if !strings.Contains(strings.Join(log, "\n"), "zero-configuration mode") {
+		t.Errorf("the zero-configuration mode should be logged clearly:\n%s", strings.Join(log, "\n"))
+	}
+	c := redis.NewClient(&redis.Options{Addr: addrs["roomproxy"]})
+	if err := c.Set(ctx, "room:zero", "works", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(ctx, "room:zero").Result(); err != nil || v != "works" {
+		t.Fatalf("GET = %q, %v", v, err)
+	}
+	c.Close()
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Get("http://" + addrs["metrics"] + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %v %v", path, err, resp)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if path == "/metrics" && !strings.Contains(string(body), `roomproxy_commands_total{cmd="set",outcome="ok"} 1`) {
+			t.Errorf("/metrics lacks the SET count:\n%s", body)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	for range lines {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}

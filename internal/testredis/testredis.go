@@ -1,0 +1,216 @@
+// Package testredis starts real redis-server processes for tests: plain, with
+// a password, or with TLS (certificates made by the test, none committed).
+// redis-server must be on PATH (apt-get install redis-server); a missing one
+// fails the test instead of skipping it, so CI cannot pass without it.
+package testredis
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// Options choose how the server runs.
+type Options struct {
+	Password string   // requirepass
+	TLS      bool     // TLS only (no plaintext port), with a CA made for the test
+	Args     []string // more redis-server arguments
+}
+
+// Server is a running redis-server. It is killed when the test ends.
+type Server struct {
+	Addr     string // host:port
+	Port     int
+	CAFile   string // PEM of the CA that signed the server certificate (TLS only)
+	Password string
+	opts     Options
+	dir      string
+	cmd      *exec.Cmd
+	t        testing.TB
+}
+
+// Start starts redis-server on a free loopback port and waits until it answers.
+func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is not installed: apt-get install -y redis-server redis-tools")
+	}
+	s := &Server{opts: o, dir: t.TempDir(), t: t, Password: o.Password}
+	if o.TLS {
+		s.CAFile = writeCerts(t, s.dir)
+	}
+	var err error
+	for range 5 {
+		s.Port = freePort(t)
+		if err = s.start(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("redis-server: %v", err)
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// URL is the URL roomproxy's REDIS_URL would hold for this server.
+func (s *Server) URL() string {
+	scheme := "redis"
+	if s.opts.TLS {
+		scheme = "rediss"
+	}
+	auth := ""
+	if s.Password != "" {
+		auth = "default:" + s.Password + "@"
+	}
+	return fmt.Sprintf("%s://%slocalhost:%d", scheme, auth, s.Port)
+}
+
+func (s *Server) start() error {
+	args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir}
+	if s.opts.TLS {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.Port),
+			"--tls-cert-file", filepath.Join(s.dir, "server.crt"),
+			"--tls-key-file", filepath.Join(s.dir, "server.key"),
+			"--tls-ca-cert-file", s.CAFile, "--tls-auth-clients", "no")
+	} else {
+		args = append(args, "--port", strconv.Itoa(s.Port))
+	}
+	if s.Password != "" {
+		args = append(args, "--requirepass", s.Password)
+	}
+	args = append(args, s.opts.Args...)
+	cmd := exec.Command("redis-server", args...)
+	log, err := os.Create(filepath.Join(s.dir, fmt.Sprintf("redis-%d.log", time.Now().UnixNano())))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); log.Close() }()
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("exited at start: %v", err)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			s.cmd = cmd
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	return fmt.Errorf("not answering on %s", s.Addr)
+}
+
+// Kill stops the server with SIGKILL; its data is gone (no persistence).
+func (s *Server) Kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Process.Wait()
+		s.cmd = nil
+	}
+}
+
+// Restart starts the server again, empty, on the same port.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("redis-server restart: %v", err)
+	}
+}
+
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// writeCerts makes a CA and a server certificate for the name localhost
+// in dir, and returns the CA's PEM file.
+func writeCerts(t testing.TB, dir string) string {
+	ca, caKey := NewCA(t)
+	// localhost only: connecting to 127.0.0.1 is then a host-name mismatch.
+	crt, key := Issue(t, ca, caKey, []string{"localhost"}, nil)
+	caFile := filepath.Join(dir, "ca.crt")
+	mustWrite(t, caFile, pemBlock("CERTIFICATE", ca.Raw))
+	mustWrite(t, filepath.Join(dir, "server.crt"), pemBlock("CERTIFICATE", crt))
+	mustWrite(t, filepath.Join(dir, "server.key"), key)
+	return caFile
+}
+
+// NewCA makes a self-signed CA.
+func NewCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "roomproxy test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	return ca, key
+}
+
+// Issue signs a server certificate; it returns the DER certificate and the
+// PEM private key.
+func Issue(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, names []string, ips []net.IP) ([]byte, []byte) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "redis"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: names, IPAddresses: ips,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der, pemBlock("EC PRIVATE KEY", kb)
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func mustWrite(t testing.TB, path string, b []byte) {
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
