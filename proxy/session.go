@@ -63,6 +63,10 @@ type session struct {
 
 	lastCmd atomic.Int64 // unix nanoseconds of the last command, for CLIENT INFO
 
+	// unflushed counts bytes written to wr since the last flush (redcon's
+	// Writer.Buffer copies, so it is not asked).
+	unflushed int
+
 	// Per-batch scratch, reused.
 	out   []byte // where local handlers append their reply
 	local []byte // local replies of the current batch
@@ -113,10 +117,10 @@ func (s *session) readFailed(err error) {
 	switch {
 	case errors.As(err, &pe) || strings.HasPrefix(err.Error(), "Protocol error"):
 		s.srv.obs.Rejected("protocol")
-		s.wr.WriteError("ERR " + err.Error())
+		s.writeError("ERR " + err.Error())
 	case errors.Is(err, errTooBigRequest):
 		s.srv.obs.Rejected("request_size")
-		s.wr.WriteError("ERR " + err.Error())
+		s.writeError("ERR " + err.Error())
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		if !s.srv.draining.Load() {
 			s.srv.obs.Rejected("timeout")
@@ -131,9 +135,10 @@ func (s *session) readFailed(err error) {
 // flush sends buffered replies, bounded by the output timeout: a client that
 // does not read its replies is disconnected.
 func (s *session) flush() bool {
-	if len(s.wr.Buffer()) == 0 {
+	if s.unflushed == 0 {
 		return true
 	}
+	s.unflushed = 0
 	if s.srv.lim.OutputTimeout > 0 {
 		s.nc.SetWriteDeadline(time.Now().Add(s.srv.lim.OutputTimeout))
 	}
@@ -272,7 +277,7 @@ func (s *session) drain() {
 			case r.Err != nil:
 				outcome = OutcomeUpstreamError
 				if !sl.quiet {
-					s.wr.WriteError(upstreamErrorText(r.Err))
+					s.writeError(upstreamErrorText(r.Err))
 				}
 			default:
 				outcome = OutcomeOK
@@ -280,7 +285,7 @@ func (s *session) drain() {
 					outcome = OutcomeError
 				}
 				if !sl.quiet {
-					s.wr.WriteRaw(r.Raw)
+					s.writeRaw(r.Raw)
 				}
 			}
 		} else {
@@ -290,14 +295,14 @@ func (s *session) drain() {
 				outcome = OutcomeError
 			}
 			if !sl.quiet {
-				s.wr.WriteRaw(raw)
+				s.writeRaw(raw)
 			}
 		}
 		if sl.spec != nil && sl.spec.obs != nil {
 			sl.spec.obs.Observe(outcome)
 		}
 		// Bound the output buffer: large replies go out as they are ready.
-		if len(s.wr.Buffer()) > 64<<10 && !s.flush() {
+		if s.unflushed > 64<<10 && !s.flush() {
 			s.quit = true
 		}
 	}
@@ -305,6 +310,16 @@ func (s *session) drain() {
 	s.slots = s.slots[:0]
 	s.local = s.local[:0]
 	s.batch.Reset(s.proto)
+}
+
+func (s *session) writeRaw(b []byte) {
+	s.wr.WriteRaw(b)
+	s.unflushed += len(b)
+}
+
+func (s *session) writeError(msg string) {
+	s.wr.WriteError(msg)
+	s.unflushed += len(msg) + 3
 }
 
 // upstreamErrorText is the one place where an upstream failure becomes a

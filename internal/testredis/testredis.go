@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -37,7 +38,9 @@ type Server struct {
 	Password string
 	opts     Options
 	dir      string
+	mu       sync.Mutex // protects cmd: Kill and Restart may come from other goroutines
 	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd has been waited for
 	t        testing.TB
 }
 
@@ -102,7 +105,11 @@ func (s *Server) start() error {
 		return err
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); log.Close() }()
+	waited := make(chan struct{})
+	go func() { exited <- cmd.Wait(); log.Close(); close(waited) }()
+	s.mu.Lock()
+	s.exited = waited
+	s.mu.Unlock()
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -113,7 +120,9 @@ func (s *Server) start() error {
 		}
 		if c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond); err == nil {
 			c.Close()
+			s.mu.Lock()
 			s.cmd = cmd
+			s.mu.Unlock()
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -124,19 +133,21 @@ func (s *Server) start() error {
 
 // Kill stops the server with SIGKILL; its data is gone (no persistence).
 func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.cmd != nil && s.cmd.Process != nil {
 		s.cmd.Process.Kill()
-		s.cmd.Process.Wait()
+		<-s.exited
 		s.cmd = nil
 	}
 }
 
-// Restart starts the server again, empty, on the same port.
+// Restart starts the server again, empty, on the same port. It may be called
+// from any goroutine; a failure is reported with Errorf.
 func (s *Server) Restart() {
-	s.t.Helper()
 	s.Kill()
 	if err := s.start(); err != nil {
-		s.t.Fatalf("redis-server restart: %v", err)
+		s.t.Errorf("redis-server restart: %v", err)
 	}
 }
 

@@ -1,0 +1,159 @@
+package backend
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/internal/testredis"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func args(a ...string) [][]byte {
+	out := make([][]byte, len(a))
+	for i, s := range a {
+		out[i] = []byte(s)
+	}
+	return out
+}
+
+// TestConcurrentClientsKeepOrder: 50 clients submit batches of INCRs on
+// their own key at once; batches are merged into shared round trips, and each
+// client still sees 1, 2, 3, ... in order.
+func TestConcurrentClientsKeepOrder(t *testing.T) {
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), Conns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	const clients, rounds, per = 50, 40, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := batch.New()
+			key := fmt.Sprint("order:", c)
+			next := 1
+			for range rounds {
+				b.Reset(2)
+				for range per {
+					b.Add(args("INCR", key), false)
+				}
+				up.Submit(b)
+				b.Wait()
+				for _, rep := range b.Replies {
+					if want := ":" + strconv.Itoa(next) + "\r\n"; rep.Err != nil || string(rep.Raw) != want {
+						errs <- fmt.Errorf("client %d: got %q (%v), want %q", c, rep.Raw, rep.Err, want)
+						return
+					}
+					next++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := up.Stats()
+	if st.Commands != clients*rounds*per {
+		t.Errorf("commands sent = %d, want %d", st.Commands, clients*rounds*per)
+	}
+	if st.Conns > 2 {
+		t.Errorf("%d upstream connections, want at most 2", st.Conns)
+	}
+	t.Logf("%d client batches went upstream in %d round trips", clients*rounds, st.RoundTrips)
+}
+
+// TestWritesAreNeverRetried: after the upstream dies, a batch with a write
+// fails at once; a read-only batch is retried and succeeds once the upstream
+// is back within the deadline.
+func TestWritesAreNeverRetried(t *testing.T) {
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), Conns: 1, Timeout: 3 * time.Second, MaxRetries: 20, RetryDelay: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	b := batch.New()
+	b.Reset(2)
+	b.Add(args("SET", "k", "v"), false)
+	up.Submit(b)
+	b.Wait()
+	r.Kill()
+
+	b.Reset(2)
+	b.Add(args("SET", "k", "v2"), false)
+	up.Submit(b)
+	b.Wait()
+	if b.Replies[0].Err == nil {
+		t.Fatalf("write to a dead upstream: %q", b.Replies[0].Raw)
+	}
+	if up.Stats().Retries != 0 {
+		t.Fatalf("a write was retried")
+	}
+
+	go func() { time.Sleep(300 * time.Millisecond); r.Restart() }()
+	b.Reset(2)
+	b.Add(args("GET", "k"), true)
+	b.Add(args("EXISTS", "k"), true)
+	up.Submit(b)
+	b.Wait()
+	if b.Replies[0].Err != nil || string(b.Replies[0].Raw) != "$-1\r\n" || string(b.Replies[1].Raw) != ":0\r\n" {
+		t.Fatalf("read after restart: %+v", b.Replies)
+	}
+	if up.Stats().Retries == 0 {
+		t.Fatalf("the read-only batch should have been retried")
+	}
+}
+
+func TestClosedUpstreamFailsBatches(t *testing.T) {
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Close()
+	b := batch.New()
+	b.Reset(2)
+	b.Add(args("GET", "k"), true)
+	up.Submit(b)
+	b.Wait()
+	if b.Replies[0].Err != errClosed {
+		t.Fatalf("got %+v", b.Replies[0])
+	}
+}
+
+// BenchmarkUpstream: 50 concurrent submitters of one-command batches (as 50
+// redis-benchmark clients at -P 1) against a real redis-server.
+func BenchmarkUpstream(b *testing.B) {
+	r := testredis.Start(b, testredis.Options{})
+	up, err := New(Config{URL: r.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer up.Close()
+	b.ReportAllocs()
+	b.SetParallelism(25) // 50 goroutines on 2 cores
+	b.RunParallel(func(pb *testing.PB) {
+		bt := batch.New()
+		cmd := args("GET", "key:1")
+		for pb.Next() {
+			bt.Reset(2)
+			bt.Add(cmd, true)
+			up.Submit(bt)
+			bt.Wait()
+		}
+	})
+	st := up.Stats()
+	b.ReportMetric(float64(st.Commands)/float64(st.RoundTrips), "cmds/roundtrip")
+}
