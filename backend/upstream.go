@@ -44,6 +44,13 @@ type Config struct {
 	ConnMaxIdle time.Duration
 	// MaxBatch caps the commands of one upstream round trip. Default 8192.
 	MaxBatch int
+	// MaxLanes caps the dedicated upstream connections per RESP version, used
+	// by blocking commands and by transactions that WATCH (MAX_BLOCKING,
+	// default 128).
+	MaxLanes int
+	// PubSubPing is how often an idle subscription connection is checked with
+	// a PING (billed); 0 means the default 30 s, negative turns it off.
+	PubSubPing time.Duration
 	Logger   *slog.Logger
 }
 
@@ -65,6 +72,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 8192
+	}
+	if c.MaxLanes <= 0 {
+		c.MaxLanes = 128
+	}
+	if c.PubSubPing == 0 {
+		c.PubSubPing = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -143,6 +156,7 @@ type Stats struct {
 type Upstream struct {
 	cfg     Config
 	engines [2]*engine // RESP2 and RESP3, so replies pass through byte for byte
+	lanes   [2]lanePool
 
 	commands   atomic.Int64
 	roundTrips atomic.Int64
@@ -166,6 +180,9 @@ func New(cfg Config) (*Upstream, error) {
 	cfg = cfg.withDefaults()
 	silenceDriver.Do(func() { redis.SetLogger(quietLogger{}) })
 	u := &Upstream{cfg: cfg}
+	for i := range u.lanes {
+		u.lanes[i].free = make(chan struct{}, 1)
+	}
 	for i, proto := range []int{2, 3} {
 		opt, err := cfg.Options(proto)
 		if err != nil {
@@ -213,6 +230,7 @@ func (u *Upstream) Stats() Stats {
 // accepting batches, lets the workers finish what is queued, and closes the
 // connections.
 func (u *Upstream) Close() error {
+	u.closeLanes()
 	var errs []error
 	for _, e := range u.engines {
 		errs = append(errs, e.close())
@@ -302,11 +320,7 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	for _, b := range batches {
 		readOnly = readOnly && b.ReadOnly
 		for _, args := range b.Cmds {
-			ia := make([]interface{}, len(args))
-			for i, a := range args {
-				ia[i] = a
-			}
-			c := redis.NewRawCmd(ctx, ia...)
+			c := redis.NewRawCmd(ctx, toInterfaces(args)...)
 			cmds = append(cmds, c)
 			pipe.Process(ctx, c)
 		}

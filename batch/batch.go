@@ -70,3 +70,14 @@ func (b *Batch) Fail(err error) {
 	}
 	b.Done()
 }
+
+// Message is one pub/sub event relayed from the upstream.
+type Message struct {
+	// Kind is "message" or "pmessage" for a published message, or the
+	// upstream's confirmation: "subscribe", "psubscribe", "unsubscribe",
+	// "punsubscribe".
+	Kind    string
+	Pattern string // the matching pattern for a pmessage, else empty
+	Channel string
+	Payload string // bytes, unchanged
+}

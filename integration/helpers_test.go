@@ -14,6 +14,7 @@ import (
 
 	"github.com/roomproxy/roomproxy/backend"
 	"github.com/roomproxy/roomproxy/internal/resptest"
+	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/proxy"
 	"go.uber.org/goleak"
 )
@@ -36,7 +37,7 @@ func startProxy(t *testing.T, bcfg backend.Config, pcfg proxy.Config) *proxyUnde
 	if err != nil {
 		t.Fatalf("backend.New: %v", err)
 	}
-	srv := proxy.New(up, pcfg)
+	srv := proxy.New(wiring.Upstream(up), pcfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

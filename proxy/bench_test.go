@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -21,6 +23,9 @@ func (okUpstream) Submit(b *batch.Batch) {
 }
 
 var okReply = []byte("+OK\r\n")
+
+func (okUpstream) Lane(context.Context, int) (Lane, error) { return nil, errors.New("no lanes") }
+func (okUpstream) Subscriber(int) Subscriber               { return nil }
 
 func pipelineBytes(n int) []byte {
 	var b strings.Builder

@@ -92,6 +92,24 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// inject appends bytes read from the socket by someone else (the watcher of
+// a blocking command) as if fill had read them.
+func (g *frameGuard) inject(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if g.r == g.w {
+		g.reset()
+	}
+	if len(g.buf)-g.w < len(b) {
+		nb := make([]byte, g.w+len(b)+len(g.buf))
+		copy(nb, g.buf[:g.w])
+		g.buf = nb
+	}
+	g.w += copy(g.buf[g.w:], b)
+	g.advance()
+}
+
 // reset rewinds an empty buffer, giving back memory a large frame took.
 func (g *frameGuard) reset() {
 	g.r, g.w, g.rdy, g.scan, g.frameAt = 0, 0, 0, 0, 0

@@ -16,6 +16,17 @@ import (
 func cmdOK(s *session, _ [][]byte) { s.simple("OK") }
 
 func cmdPing(s *session, args [][]byte) {
+	if s.proto == 2 && s.sub != nil && s.subscribed() > 0 && len(args) <= 2 {
+		// A RESP2 subscriber gets PING's answer in the pub/sub shape.
+		s.array(2)
+		s.bulkString("pong")
+		if len(args) == 2 {
+			s.bulk(args[1])
+		} else {
+			s.bulkString("")
+		}
+		return
+	}
 	switch len(args) {
 	case 1:
 		s.simple("PONG")
@@ -35,6 +46,16 @@ func cmdQuit(s *session, _ [][]byte) {
 
 func cmdReset(s *session, _ [][]byte) {
 	s.drain() // what came before RESET runs under the old protocol
+	s.tx = txState{}
+	s.unpin()
+	if s.sub != nil && s.subscribed() > 0 {
+		ctx, cancel := s.upstreamCtx()
+		s.sub.Unsubscribe(ctx)
+		s.sub.PUnsubscribe(ctx)
+		cancel()
+		clear(s.channels)
+		clear(s.patterns)
+	}
 	s.proto = 2
 	s.batch.Reset(2)
 	s.name = ""

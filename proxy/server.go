@@ -22,8 +22,12 @@ var ErrServerClosed = errors.New("proxy: server closed")
 
 // Upstream carries forwarded commands. Submit hands over a batch; the
 // upstream fills every reply and calls the batch's Done, also on failure.
+// Lane reserves a connection for one session (WATCH, blocking commands);
+// Subscriber opens a subscription connection for one session.
 type Upstream interface {
 	Submit(b *batch.Batch)
+	Lane(ctx context.Context, proto int) (Lane, error)
+	Subscriber(proto int) Subscriber
 }
 
 // Outcome is how a command ended, for metrics.
@@ -77,6 +81,7 @@ type Limits struct {
 	FrameTimeout    time.Duration // a started command must be complete within; default 30 s
 	AuthTimeout     time.Duration // AUTH must come within, when a password is set; default 10 s
 	OutputTimeout   time.Duration // a client must take its replies within; default 30 s
+	UpstreamTimeout time.Duration // round trips the session makes itself (WATCH, EXEC, SUBSCRIBE); default 5 s
 }
 
 func (l *Limits) withDefaults() Limits {
@@ -101,6 +106,7 @@ func (l *Limits) withDefaults() Limits {
 	defd(&d.FrameTimeout, 30*time.Second)
 	defd(&d.AuthTimeout, 10*time.Second)
 	defd(&d.OutputTimeout, 30*time.Second)
+	defd(&d.UpstreamTimeout, 5*time.Second)
 	return d
 }
 
@@ -131,6 +137,7 @@ type Server struct {
 	refused  atomic.Int64
 	commands atomic.Int64
 	batches  atomic.Int64 // client batches sent upstream
+	blocked  atomic.Int64 // sessions in a blocking command now
 
 	mu        sync.Mutex // protects listeners, sessions and closed
 	listeners map[net.Listener]struct{}
@@ -357,7 +364,7 @@ func (s *Server) info(args [][]byte) []byte {
 	section("clients", [][2]string{
 		{"connected_clients", strconv.Itoa(clients)},
 		{"maxclients", strconv.Itoa(s.lim.MaxClients)},
-		{"blocked_clients", "0"},
+		{"blocked_clients", strconv.FormatInt(s.blocked.Load(), 10)},
 	})
 	section("persistence", [][2]string{{"loading", "0"}})
 	section("stats", [][2]string{

@@ -65,6 +65,12 @@ func (f *fakeUpstream) Submit(b *batch.Batch) {
 	b.Done()
 }
 
+func (f *fakeUpstream) Lane(context.Context, int) (Lane, error) {
+	return nil, errors.New("fake upstream has no lanes")
+}
+
+func (f *fakeUpstream) Subscriber(int) Subscriber { return nil }
+
 func (f *fakeUpstream) counts() (batches, cmds int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -181,7 +187,9 @@ func TestLocalCommands(t *testing.T) {
 		{[]string{"CLIENT", "KILL", "x"}, "-NOPERM this user has no permissions to run the 'client|kill' command\r\n"},
 		{[]string{"AUTH", "anything"}, "+OK\r\n"},
 		{[]string{"HELLO", "4"}, "-NOPROTO unsupported protocol version\r\n"},
-		{[]string{"MULTI"}, "-ERR 'multi' is not supported by roomproxy: transactions are not carried through the shared upstream connections\r\n"},
+		{[]string{"SSUBSCRIBE", "x"}, "-ERR 'ssubscribe' is not supported by roomproxy: sharded pub/sub is not available on Upstash; use SUBSCRIBE\r\n"},
+		{[]string{"EXEC"}, "-ERR EXEC without MULTI\r\n"},
+		{[]string{"DISCARD"}, "-ERR DISCARD without MULTI\r\n"},
 		{[]string{"READONLY"}, "+OK\r\n"},
 		{[]string{"COMMAND", "DOCS"}, "*0\r\n"},
 		{[]string{"COMMAND", "INFO", "nosuch"}, "*1\r\n$-1\r\n"},

@@ -22,6 +22,7 @@ type slot struct {
 	fwd        int32 // -1 for a local answer
 	start, end int32
 	quiet      bool // CLIENT REPLY OFF or SKIP: run it, send nothing
+	hidden     bool // MULTI and queued commands sent with EXEC: their replies were given already
 	spec       *Spec
 }
 
@@ -61,6 +62,18 @@ type session struct {
 
 	authFailures int
 
+	tx          txState
+	lane        Lane     // pinned by WATCH, or held for a blocking command
+	forwardNext [][]byte // set by a local handler: forward this as the command's own reply
+
+	sub        Subscriber // from the first SUBSCRIBE on
+	channels   map[string]bool
+	patterns   map[string]bool
+	inbox      chan readResult
+	ack        chan struct{}
+	readerDone chan struct{}
+	needAck    bool // the reader waits for the go-ahead to read the next batch
+
 	lastCmd atomic.Int64 // unix nanoseconds of the last command, for CLIENT INFO
 
 	// unflushed counts bytes written to wr since the last flush (redcon's
@@ -87,19 +100,16 @@ func (s *session) serve() {
 		s.close()
 	}()
 	for !s.quit {
-		cmds, err := s.rd.ReadCommands()
+		var cmds []redcon.Command
+		var err error
+		if s.sub == nil {
+			cmds, err = s.readBatch()
+		} else if cmds, err = s.await(); cmds == nil && err == nil {
+			continue // messages were delivered
+		}
 		if err != nil {
 			s.readFailed(err)
 			return
-		}
-		// Take every complete command already received, up to the pipeline
-		// limit, so that the whole client pipeline goes upstream together.
-		for s.guard.buffered() > 0 && len(cmds) < s.srv.lim.MaxPipeline {
-			more, err := s.rd.ReadCommands()
-			if err != nil {
-				break // the error is returned again by the next read
-			}
-			cmds = append(cmds, more...)
 		}
 		s.handle(cmds)
 		if !s.flush() {
@@ -108,6 +118,55 @@ func (s *session) serve() {
 		if s.srv.draining.Load() {
 			return
 		}
+	}
+}
+
+// readBatch reads every complete command already received, up to the
+// pipeline limit, so that a client's whole pipeline goes upstream together.
+func (s *session) readBatch() ([]redcon.Command, error) {
+	cmds, err := s.rd.ReadCommands()
+	if err != nil {
+		return nil, err
+	}
+	for s.guard.buffered() > 0 && len(cmds) < s.srv.lim.MaxPipeline {
+		more, err := s.rd.ReadCommands()
+		if err != nil {
+			break // the error is returned again by the next read
+		}
+		cmds = append(cmds, more...)
+	}
+	return cmds, nil
+}
+
+// await is the read step of a subscribed session: it waits for either the
+// next client batch or upstream messages, which it writes at once.
+func (s *session) await() ([]redcon.Command, error) {
+	if s.needAck {
+		s.ack <- struct{}{}
+		s.needAck = false
+	}
+	select {
+	case in := <-s.inbox:
+		s.needAck = true
+		return in.cmds, in.err
+	case m, ok := <-s.sub.Messages():
+		if !ok {
+			return nil, errors.New("subscription closed")
+		}
+		s.deliver(m)
+		for range 63 {
+			select {
+			case m, ok := <-s.sub.Messages():
+				if ok {
+					s.deliver(m)
+				}
+			default:
+			}
+		}
+		if !s.flush() {
+			return nil, errors.New("client gone")
+		}
+		return nil, nil
 	}
 }
 
@@ -154,6 +213,12 @@ func (s *session) flush() bool {
 func (s *session) close() {
 	s.stop()
 	s.nc.Close()
+	if s.lane != nil {
+		s.lane.Abort() // WATCH or a blocked call may be left on it
+		s.lane.Release()
+		s.lane = nil
+	}
+	s.closeSubscriber()
 	s.srv.forget(s)
 }
 
@@ -218,6 +283,9 @@ func (s *session) dispatch(args [][]byte) {
 	case before == replyOff && s.replyMode == replyOff:
 		sl.quiet = true
 	}
+	if sl.spec == nil && s.tx.active {
+		s.tx.dirty = true // Redis discards a transaction with a refused command
+	}
 	if sl.fwd < 0 {
 		s.local = s.out
 		sl.start, sl.end = int32(start), int32(len(s.out))
@@ -234,12 +302,22 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 	switch {
 	case !s.authed && f&FlagNoAuth == 0:
 		s.err("NOAUTH Authentication required.")
+	case s.proto == 2 && s.sub != nil && s.subscribed() > 0 && !subscriberModeAllows(sp.Name):
+		s.err("ERR Can't execute '" + sp.fullName() + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+	case s.tx.active && f&FlagTx == 0:
+		s.queue(sp, args)
 	case f&FlagDenied != 0:
 		s.err("NOPERM this user has no permissions to run the '" + sp.fullName() + "' command")
 	case f&FlagUnsupported != 0:
-		s.err("ERR '" + sp.fullName() + "' is not supported by roomproxy: " + sp.reason + " are not carried through the shared upstream connections")
+		s.err("ERR '" + sp.fullName() + "' is not supported by roomproxy: " + sp.reason)
 	case f&FlagLocal != 0:
 		s.local1(sp, args)
+		if s.forwardNext != nil {
+			sl.fwd = int32(s.batch.Add(s.forwardNext, false))
+			s.forwardNext = nil
+		}
+	case blocks(sp, args):
+		s.blocking(args)
 	default:
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
 	}
@@ -265,11 +343,21 @@ func (s *session) local1(sp *Spec, args [][]byte) {
 func (s *session) drain() {
 	if s.batch.Len() > 0 {
 		s.srv.batches.Add(1)
-		s.srv.up.Submit(s.batch)
-		s.batch.Wait()
+		if s.lane != nil {
+			// WATCH pinned a connection: everything goes there until EXEC.
+			ctx, cancel := s.upstreamCtx()
+			s.lane.Exec(ctx, s.batch)
+			cancel()
+		} else {
+			s.srv.up.Submit(s.batch)
+			s.batch.Wait()
+		}
 	}
 	for i := range s.slots {
 		sl := &s.slots[i]
+		if sl.hidden {
+			continue
+		}
 		var outcome Outcome
 		if sl.fwd >= 0 {
 			r := s.batch.Replies[sl.fwd]

@@ -129,6 +129,10 @@ var (
 		"client|setinfo": cmdClientSetInfo, "client|id": cmdClientID,
 		"client|info": cmdClientInfo, "client|no-evict": cmdClientFlag,
 		"client|no-touch": cmdClientFlag, "client|reply": cmdClientReply,
+		"multi": cmdMulti, "exec": cmdExec, "discard": cmdDiscard,
+		"watch": cmdWatch, "unwatch": cmdUnwatch,
+		"subscribe": cmdSubscribe, "psubscribe": cmdSubscribe,
+		"unsubscribe": cmdUnsubscribe, "punsubscribe": cmdUnsubscribe,
 	}
 	// noAuthCommands may run before AUTH, as in Redis.
 	noAuthCommands = []string{"auth", "hello", "quit", "reset"}
@@ -140,19 +144,12 @@ var (
 		"function|restore", "function|kill", "client|tracking", "client|caching",
 		"client|getredir", "client|trackinginfo",
 	}
-	// unsupported commands need a connection of their own upstream; roomproxy
-	// refuses them with a clear error rather than breaking a shared connection.
+	// unsupportedCommands are refused with a clear error: sharded pub/sub
+	// does not exist on Upstash, and roomproxy does not emulate it.
 	unsupportedCommands = map[string]string{
-		"multi": "transactions", "exec": "transactions", "discard": "transactions",
-		"watch": "transactions", "unwatch": "transactions",
-		"subscribe": "pub/sub subscriptions", "psubscribe": "pub/sub subscriptions",
-		"unsubscribe": "pub/sub subscriptions", "punsubscribe": "pub/sub subscriptions",
-		"ssubscribe": "pub/sub subscriptions", "sunsubscribe": "pub/sub subscriptions",
-		"blpop": "blocking commands", "brpop": "blocking commands",
-		"brpoplpush": "blocking commands", "blmove": "blocking commands",
-		"blmpop": "blocking commands", "bzpopmin": "blocking commands",
-		"bzpopmax": "blocking commands", "bzmpop": "blocking commands",
-		"wait": "blocking commands", "waitaof": "blocking commands",
+		"ssubscribe":   "sharded pub/sub is not available on Upstash; use SUBSCRIBE",
+		"sunsubscribe": "sharded pub/sub is not available on Upstash; use UNSUBSCRIBE",
+		"spublish":     "sharded pub/sub is not available on Upstash; use PUBLISH",
 	}
 )
 
@@ -194,12 +191,10 @@ func newSpec(rc redisCommand, parent *Spec) *Spec {
 			sp.Flags |= FlagBlocking
 		case "pubsub":
 			sp.Flags |= FlagPubSub
-		case "noscript":
-			if rc.Name == "multi" || rc.Name == "exec" || rc.Name == "discard" ||
-				rc.Name == "watch" || rc.Name == "unwatch" {
-				sp.Flags |= FlagTx
-			}
 		}
+	}
+	if slices.Contains([]string{"multi", "exec", "discard", "watch", "unwatch"}, rc.Name) {
+		sp.Flags |= FlagTx
 	}
 	if slices.Contains(rc.Categories, "@scripting") {
 		sp.Flags |= FlagScript

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/roomproxy/roomproxy/backend"
+	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/metrics"
 	"github.com/roomproxy/roomproxy/proxy"
 )
@@ -93,7 +94,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		s := up.Stats()
 		return metrics.UpstreamStats{Commands: s.Commands, RoundTrips: s.RoundTrips, Failures: s.Failures, Conns: s.Conns}
 	})
-	srv := proxy.New(up, proxy.Config{
+	srv := proxy.New(wiring.Upstream(up), proxy.Config{
 		Password: cfg.ProxyPassword,
 		Logger:   log,
 		Observer: m,

@@ -1,0 +1,199 @@
+package backend
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/roomproxy/roomproxy/batch"
+)
+
+// ErrNoLane is returned when every dedicated upstream connection is taken and
+// none came free within the upstream timeout.
+var ErrNoLane = errors.New("no dedicated upstream connection available")
+
+// Lane is an upstream connection reserved for one client while it needs a
+// connection of its own: a transaction that WATCHes keys (WATCH state lives on
+// the connection) and blocking commands (BLPOP and friends, which would stall
+// every client behind them on a shared connection).
+//
+// A Lane is used by one goroutine at a time, except Abort, which may be called
+// from any goroutine to end a blocked call.
+type Lane struct {
+	u      *Upstream
+	proto  int
+	client *redis.Client // PoolSize 1: exactly one upstream connection
+	nc     atomic.Pointer[net.Conn]
+	pipe   redis.Pipeliner
+}
+
+// lanePool holds the idle lanes of one RESP version and counts the rest.
+type lanePool struct {
+	mu    sync.Mutex // protects idle, all and total
+	idle  []*Lane
+	all   []*Lane
+	total int
+	free  chan struct{} // a token is sent when a lane is released
+}
+
+// AcquireLane reserves a dedicated upstream connection for the caller. Lanes
+// are created on demand up to Config.MaxLanes per RESP version and reused
+// after Release; when all are taken it waits up to the upstream timeout.
+func (u *Upstream) AcquireLane(ctx context.Context, proto int) (*Lane, error) {
+	p := &u.lanes[0]
+	if proto == 3 {
+		p = &u.lanes[1]
+	}
+	timer := time.NewTimer(u.cfg.Timeout)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		if n := len(p.idle); n > 0 {
+			l := p.idle[n-1]
+			p.idle = p.idle[:n-1]
+			p.mu.Unlock()
+			return l, nil
+		}
+		if p.total < u.cfg.MaxLanes {
+			p.total++
+			p.mu.Unlock()
+			l, err := u.newLane(proto)
+			p.mu.Lock()
+			if err != nil {
+				p.total--
+			} else {
+				p.all = append(p.all, l)
+			}
+			p.mu.Unlock()
+			return l, err
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.free:
+		case <-timer.C:
+			return nil, ErrNoLane
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (u *Upstream) newLane(proto int) (*Lane, error) {
+	opt, err := u.cfg.Options(proto)
+	if err != nil {
+		return nil, err
+	}
+	l := &Lane{u: u, proto: proto}
+	opt.PoolSize = 1
+	opt.MaxActiveConns = 1
+	opt.ReadTimeout = -1 // blocking commands wait as long as they ask; callers set deadlines by context
+	tlsCfg := opt.TLSConfig
+	timeout := u.cfg.Timeout
+	// Own dialer, so that Abort can close the socket under a blocked read.
+	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if tlsCfg != nil {
+			tc := tls.Client(nc, tlsCfg.Clone())
+			if err := tc.HandshakeContext(ctx); err != nil {
+				nc.Close()
+				return nil, err
+			}
+			nc = tc
+		}
+		l.nc.Store(&nc)
+		return nc, nil
+	}
+	opt.OnConnect = func(context.Context, *redis.Conn) error {
+		u.dials.Add(1)
+		return nil
+	}
+	l.client = redis.NewClient(opt)
+	l.pipe = l.client.Pipeline()
+	return l, nil
+}
+
+// Exec runs b as one pipeline on the lane. With a deadline in ctx the
+// round trip is bounded by it; without one (blocking commands) it waits until
+// the upstream answers or Abort is called.
+func (l *Lane) Exec(ctx context.Context, b *batch.Batch) {
+	cmds := make([]*redis.RawCmd, 0, b.Len())
+	for _, args := range b.Cmds {
+		c := redis.NewRawCmd(ctx, toInterfaces(args)...)
+		cmds = append(cmds, c)
+		l.pipe.Process(ctx, c)
+	}
+	l.u.commands.Add(int64(len(cmds)))
+	l.u.roundTrips.Add(1)
+	_, err := l.pipe.Exec(ctx)
+	if err != nil {
+		l.u.failures.Add(1)
+		l.u.logFailure(err)
+	}
+	for i, c := range cmds {
+		raw, cerr := c.Result()
+		if cerr == nil && raw == nil {
+			cerr = err
+		}
+		if cerr != nil {
+			b.Replies[i] = batch.Reply{Err: cerr}
+		} else {
+			b.Replies[i] = batch.Reply{Raw: raw}
+		}
+	}
+}
+
+// Abort closes the lane's socket: a call blocked on it returns with an error
+// at once. The lane dials again when next used.
+func (l *Lane) Abort() {
+	if p := l.nc.Load(); p != nil {
+		(*p).Close()
+	}
+}
+
+// Release gives the lane back. The caller must have left the connection
+// clean (no WATCH, no MULTI, no subscription); a lane that was aborted or
+// failed reconnects on its next use.
+func (l *Lane) Release() {
+	p := &l.u.lanes[0]
+	if l.proto == 3 {
+		p = &l.u.lanes[1]
+	}
+	p.mu.Lock()
+	p.idle = append(p.idle, l)
+	p.mu.Unlock()
+	select {
+	case p.free <- struct{}{}:
+	default:
+	}
+}
+
+// closeLanes closes every lane; a lane still in use fails its next call.
+func (u *Upstream) closeLanes() {
+	for i := range u.lanes {
+		p := &u.lanes[i]
+		p.mu.Lock()
+		for _, l := range p.all {
+			l.Abort()
+			l.client.Close()
+		}
+		p.idle, p.all = nil, nil
+		p.mu.Unlock()
+	}
+}
+
+func toInterfaces(args [][]byte) []interface{} {
+	ia := make([]interface{}, len(args))
+	for i, a := range args {
+		ia[i] = a
+	}
+	return ia
+}

@@ -1,0 +1,93 @@
+package backend
+
+import (
+	"context"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/roomproxy/roomproxy/batch"
+)
+
+// Subscriber is one client's subscription connection upstream, separate from
+// the command pool. go-redis reconnects it and restores its subscriptions
+// after a connection failure. Messages arrive on Messages until Close.
+type Subscriber struct {
+	u    *Upstream
+	ps   *redis.PubSub
+	msgs chan batch.Message
+	once sync.Once
+	done chan struct{} // closed when the relay goroutine has exited
+}
+
+// NewSubscriber opens nothing yet: the connection is dialed by the first
+// Subscribe or PSubscribe.
+func (u *Upstream) NewSubscriber(proto int) *Subscriber {
+	e := u.engines[0]
+	if proto == 3 {
+		e = u.engines[1]
+	}
+	s := &Subscriber{u: u, ps: e.client.Subscribe(context.Background()), msgs: make(chan batch.Message, 128), done: make(chan struct{})}
+	ping := u.cfg.PubSubPing
+	if ping < 0 {
+		ping = 0
+	}
+	in := s.ps.ChannelWithSubscriptions(redis.WithChannelSize(128), redis.WithChannelHealthCheckInterval(ping))
+	go func() {
+		defer close(s.done)
+		defer close(s.msgs)
+		for v := range in {
+			switch m := v.(type) {
+			case *redis.Message:
+				kind := "message"
+				if m.Pattern != "" {
+					kind = "pmessage"
+				}
+				s.msgs <- batch.Message{Kind: kind, Pattern: m.Pattern, Channel: m.Channel, Payload: m.Payload}
+			case *redis.Subscription:
+				s.msgs <- batch.Message{Kind: m.Kind, Channel: m.Channel}
+			}
+		}
+	}()
+	return s
+}
+
+// Messages delivers messages and subscription confirmations in the order the
+// upstream sent them. It is closed after Close.
+func (s *Subscriber) Messages() <-chan batch.Message { return s.msgs }
+
+// Subscribe adds channels.
+func (s *Subscriber) Subscribe(ctx context.Context, channels ...string) error {
+	s.u.commands.Add(1)
+	return s.ps.Subscribe(ctx, channels...)
+}
+
+// PSubscribe adds patterns.
+func (s *Subscriber) PSubscribe(ctx context.Context, patterns ...string) error {
+	s.u.commands.Add(1)
+	return s.ps.PSubscribe(ctx, patterns...)
+}
+
+// Unsubscribe removes channels; none means all.
+func (s *Subscriber) Unsubscribe(ctx context.Context, channels ...string) error {
+	s.u.commands.Add(1)
+	return s.ps.Unsubscribe(ctx, channels...)
+}
+
+// PUnsubscribe removes patterns; none means all.
+func (s *Subscriber) PUnsubscribe(ctx context.Context, patterns ...string) error {
+	s.u.commands.Add(1)
+	return s.ps.PUnsubscribe(ctx, patterns...)
+}
+
+// Close ends the subscription connection and the relay. Messages not yet
+// taken are dropped.
+func (s *Subscriber) Close() error {
+	var err error
+	s.once.Do(func() {
+		err = s.ps.Close()
+		for range s.msgs { // unblock the relay if it waits on a full channel
+		}
+		<-s.done
+	})
+	return err
+}
