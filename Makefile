@@ -3,7 +3,7 @@ GO ?= go
 FUZZTIME ?= 60s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build run test vet lint fuzz bench deps ci
+.PHONY: build run test test-go test-e2e vet lint fuzz bench deps ci
 
 build:
 	$(GO) build -o bin/roomproxy ./cmd/roomproxy
@@ -17,9 +17,16 @@ deps:
 vet:
 	$(GO) vet ./...
 
-# The whole test suite, against real servers (installed by deps when missing).
-test: deps vet
+# The whole test suite, against real servers (installed by deps when missing):
+# Go tests with -race, then the real client libraries (ioredis, node-redis,
+# socket.io) end to end.
+test: deps vet test-go test-e2e
+
+test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-e2e:
+	bash e2e/run.sh
 
 lint: vet
 	$(GO) run $(STATICCHECK) ./...
