@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/batch"
@@ -126,8 +127,13 @@ func (u *Upstream) newLane(proto int) (*Lane, error) {
 // the upstream answers or Abort is called.
 func (l *Lane) Exec(ctx context.Context, b *batch.Batch) {
 	cmds := make([]*redis.RawCmd, 0, b.Len())
+	total := 0
 	for _, args := range b.Cmds {
-		c := redis.NewRawCmd(ctx, toInterfaces(args)...)
+		total += len(args)
+	}
+	ia := argsFor(total)
+	for _, args := range b.Cmds {
+		c := redis.NewRawCmd(ctx, ia.next(args)...)
 		cmds = append(cmds, c)
 		l.pipe.Process(ctx, c)
 	}
@@ -190,10 +196,30 @@ func (u *Upstream) closeLanes() {
 	}
 }
 
-func toInterfaces(args [][]byte) []interface{} {
-	ia := make([]interface{}, len(args))
-	for i, a := range args {
-		ia[i] = a
+// argSpace turns a round trip's arguments into go-redis arguments with two
+// allocations for the whole round trip instead of one per argument: each
+// argument is a *string (which go-redis writes as a bulk string, and which
+// fits in an interface without boxing) pointing at a string that shares the
+// argument's bytes. The bytes are the client's parsed command, which nobody
+// changes until the round trip is over.
+type argSpace struct {
+	strs []string
+	ifs  []interface{}
+}
+
+func argsFor(n int) *argSpace {
+	return &argSpace{strs: make([]string, 0, n), ifs: make([]interface{}, 0, n)}
+}
+
+func (a *argSpace) next(args [][]byte) []interface{} {
+	start := len(a.ifs)
+	for _, b := range args {
+		s := ""
+		if len(b) > 0 {
+			s = unsafe.String(&b[0], len(b))
+		}
+		a.strs = append(a.strs, s)
+		a.ifs = append(a.ifs, &a.strs[len(a.strs)-1])
 	}
-	return ia
+	return a.ifs[start:len(a.ifs):len(a.ifs)]
 }

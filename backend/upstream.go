@@ -44,6 +44,20 @@ type Config struct {
 	ConnMaxIdle time.Duration
 	// MaxBatch caps the commands of one upstream round trip. Default 8192.
 	MaxBatch int
+	// PipelineWait is how long a batch may wait for a round trip in flight to
+	// finish before another connection starts one (see engine.work). Default
+	// 200 µs; negative means never wait.
+	PipelineWait time.Duration
+	// Stream selects go-redis's full-duplex autopipeliner for client batches:
+	// each of Conns held connections has a writer and a reader goroutine, and
+	// a batch is written as soon as it arrives instead of waiting for a free
+	// connection. "auto" (the default) streams once the measured upstream
+	// round trip exceeds StreamAbove, as it does for a remote Upstash;
+	// "always" and "never" force it. Transactions (MULTI ... EXEC) always take
+	// the pipelined path.
+	Stream string
+	// StreamAbove is the round trip above which "auto" streams. Default 2 ms.
+	StreamAbove time.Duration
 	// MaxLanes caps the dedicated upstream connections per RESP version, used
 	// by blocking commands and by transactions that WATCH (MAX_BLOCKING,
 	// default 128).
@@ -72,6 +86,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 8192
+	}
+	if c.Stream == "" {
+		c.Stream = "auto"
+	}
+	if c.StreamAbove <= 0 {
+		c.StreamAbove = 2 * time.Millisecond
+	}
+	if c.PipelineWait == 0 {
+		c.PipelineWait = 200 * time.Microsecond
 	}
 	if c.MaxLanes <= 0 {
 		c.MaxLanes = 128
@@ -125,7 +148,13 @@ func (c Config) Options(proto int) (*redis.Options, error) {
 	}
 	opt.Protocol = proto
 	opt.PoolSize = c.Conns
-	opt.PipelinePoolSize = -1 // every round trip is a pipeline: one pool, Conns connections
+	// Pipelined round trips run on the main pool (Conns connections); the
+	// full-duplex streams hold connections of the pipeline pool (Conns more at
+	// most, dialed only when streaming is used).
+	opt.PipelinePoolSize = -1
+	if c.Stream != "never" {
+		opt.PipelinePoolSize = c.Conns
+	}
 	opt.MinIdleConns = 0
 	opt.MaxRetries = -1 // retries are decided here, per batch, by idempotence
 	opt.ContextTimeoutEnabled = true
@@ -145,7 +174,10 @@ type Stats struct {
 	Failures   int64 // round trips that failed
 	Retries    int64 // read-only round trips retried
 	Dials      int64 // upstream connections opened
-	Conns      int   // upstream connections open now
+	Conns       int  // pooled upstream connections open now (pipelined round trips)
+	StreamConns int  // held full-duplex connections open now
+	Streaming   bool // batches take the full-duplex path now
+	Lanes       int  // dedicated connections (WATCH, blocking commands), idle or in use
 }
 
 // Upstream forwards batches to Redis: all client connections share a few
@@ -221,7 +253,18 @@ func (u *Upstream) Stats() Stats {
 		Failures: u.failures.Load(), Retries: u.retries.Load(), Dials: u.dials.Load(),
 	}
 	for _, e := range u.engines {
-		s.Conns += int(e.client.PoolStats().TotalConns)
+		ps := e.client.PoolStats()
+		s.Conns += int(ps.TotalConns)
+		if ps.PipelineStats != nil {
+			s.StreamConns += int(ps.PipelineStats.TotalConns)
+		}
+		s.Streaming = s.Streaming || e.streaming()
+	}
+	for i := range u.lanes {
+		p := &u.lanes[i]
+		p.mu.Lock()
+		s.Lanes += p.total
+		p.mu.Unlock()
 	}
 	return s
 }
@@ -247,13 +290,35 @@ type engine struct {
 	client *redis.Client
 	queue  chan *batch.Batch
 
-	mu     sync.RWMutex // protects closed against sends on a closed queue
+	token chan struct{} // held by the one worker waiting at the queue
+
+	fd     []*redis.AutoPipeliner // full-duplex streams (see Config.Stream)
+	next   atomic.Uint32          // round robin over fd
+	rttNs  atomic.Int64           // moving average of pipelined round trips
+
+	mu        sync.Mutex    // protects inflight, lastStart and done
+	inflight  int           // round trips under way
+	lastStart time.Time     // when the latest round trip started
+	done      chan struct{} // closed at the end of each round trip
+
+	closeMu sync.RWMutex // protects closed against sends on a closed queue
 	closed bool
 	wg     sync.WaitGroup // the workers
 }
 
 func newEngine(up *Upstream, client *redis.Client) *engine {
-	e := &engine{up: up, client: client, queue: make(chan *batch.Batch, 1024)}
+	e := &engine{up: up, client: client, queue: make(chan *batch.Batch, 1024),
+		token: make(chan struct{}, 1), done: make(chan struct{})}
+	e.token <- struct{}{}
+	if up.cfg.Stream != "never" {
+		for range up.cfg.Conns {
+			ap, err := client.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true, MaxBatchSize: 512})
+			if err != nil {
+				break
+			}
+			e.fd = append(e.fd, ap)
+		}
+	}
 	for range up.cfg.Conns {
 		e.wg.Add(1)
 		go e.work()
@@ -262,8 +327,11 @@ func newEngine(up *Upstream, client *redis.Client) *engine {
 }
 
 func (e *engine) submit(b *batch.Batch) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
+	if e.streaming() && !b.Tx && e.streamed(b) {
+		return
+	}
+	e.closeMu.RLock()
+	defer e.closeMu.RUnlock()
 	if e.closed {
 		b.Fail(errClosed)
 		return
@@ -271,44 +339,170 @@ func (e *engine) submit(b *batch.Batch) {
 	e.queue <- b
 }
 
+// streaming reports whether batches should take the full-duplex path now.
+func (e *engine) streaming() bool {
+	if len(e.fd) == 0 {
+		return false
+	}
+	switch e.up.cfg.Stream {
+	case "always":
+		return true
+	case "auto":
+		return time.Duration(e.rttNs.Load()) > e.up.cfg.StreamAbove
+	}
+	return false
+}
+
+// streamed runs b on a full-duplex stream from the caller's goroutine. It
+// returns false, having sent nothing, if the stream refuses the batch.
+func (e *engine) streamed(b *batch.Batch) bool {
+	cmds := make([]redis.Cmder, len(b.Cmds))
+	total := 0
+	for _, args := range b.Cmds {
+		total += len(args)
+	}
+	ia := argsFor(total)
+	for i, args := range b.Cmds {
+		cmds[i] = redis.NewRawCmd(context.Background(), ia.next(args)...)
+	}
+	ap := e.fd[int(e.next.Add(1))%len(e.fd)]
+	start := time.Now()
+	err := ap.FDPipelined(context.Background(), cmds)
+	if errors.Is(err, redis.ErrFDPipelineDiverts) || errors.Is(err, redis.ErrFDPipelineUnavailable) {
+		return false
+	}
+	e.observe(time.Since(start))
+	e.up.commands.Add(int64(len(cmds)))
+	e.up.roundTrips.Add(1)
+	if err != nil {
+		e.up.failures.Add(1)
+		e.up.logFailure(err)
+	}
+	for i, c := range cmds {
+		raw, cerr := c.(*redis.RawCmd).Result()
+		if cerr == nil && raw == nil {
+			cerr = err
+		}
+		if cerr != nil {
+			b.Replies[i] = batch.Reply{Err: cerr}
+		} else {
+			b.Replies[i] = batch.Reply{Raw: raw}
+		}
+	}
+	b.Done()
+	return true
+}
+
+// observe folds one round trip's duration into the moving average (1/8).
+func (e *engine) observe(d time.Duration) {
+	old := e.rttNs.Load()
+	if old == 0 {
+		e.rttNs.Store(int64(d))
+		return
+	}
+	e.rttNs.Store(old + (int64(d)-old)/8)
+}
+
 func (e *engine) close() error {
-	e.mu.Lock()
+	for _, ap := range e.fd {
+		ap.Close()
+	}
+	e.closeMu.Lock()
 	if !e.closed {
 		e.closed = true
 		close(e.queue)
 	}
-	e.mu.Unlock()
+	e.closeMu.Unlock()
 	e.wg.Wait()
 	return e.client.Close()
 }
 
-// work takes one batch, adds every batch already waiting (up to MaxBatch
-// commands), and sends them all as one pipeline.
+// work is one worker: one upstream connection's round trips. Workers take
+// turns at the queue: only the holder of the token waits for work, so a
+// batch arriving while every connection is idle does not wake them all.
+//
+// The holder does not start a round trip the moment a batch arrives if
+// another round trip began less than PipelineWait ago and is still in
+// flight: on a fast upstream that one is about to finish, and waiting for it
+// gathers more clients into the next pipeline (fewer writes for the proxy and
+// for Redis). On a slow upstream the wait runs out first, so up to Conns
+// round trips overlap and a client waits at most PipelineWait for a start.
 func (e *engine) work() {
 	defer e.wg.Done()
 	pipe := e.client.Pipeline()
 	var batches []*batch.Batch
 	var cmds []*redis.RawCmd
-	for b := range e.queue {
+	for {
+		<-e.token
+		b, ok := <-e.queue
+		if !ok {
+			e.token <- struct{}{} // let the next worker see the closed queue
+			return
+		}
 		batches = append(batches[:0], b)
-		n := b.Len()
-	collect:
-		for n < e.up.cfg.MaxBatch {
+		n := e.gather(&batches, b.Len())
+		e.token <- struct{}{}
+		cmds = e.roundTrip(pipe, batches, cmds[:0])
+		e.finished()
+		clear(batches)
+		clear(cmds)
+		_ = n
+	}
+}
+
+// gather waits for its turn (see work) while adding queued batches, then
+// takes whatever else is queued, up to MaxBatch commands.
+func (e *engine) gather(batches *[]*batch.Batch, n int) int {
+	e.mu.Lock()
+	busy, since, done := e.inflight > 0, time.Since(e.lastStart), e.done
+	e.mu.Unlock()
+	max := e.up.cfg.MaxBatch
+	if wait := e.up.cfg.PipelineWait - since; busy && wait > 0 {
+		timer := time.NewTimer(wait)
+	wait:
+		for n < max {
 			select {
 			case more, ok := <-e.queue:
 				if !ok {
-					break collect
+					break wait
 				}
-				batches = append(batches, more)
+				*batches = append(*batches, more)
 				n += more.Len()
-			default:
-				break collect
+			case <-done:
+				break wait
+			case <-timer.C:
+				break wait
 			}
 		}
-		cmds = e.roundTrip(pipe, batches, cmds[:0])
-		clear(batches)
-		clear(cmds)
+		timer.Stop()
 	}
+collect:
+	for n < max {
+		select {
+		case more, ok := <-e.queue:
+			if !ok {
+				break collect
+			}
+			*batches = append(*batches, more)
+			n += more.Len()
+		default:
+			break collect
+		}
+	}
+	e.mu.Lock()
+	e.inflight++
+	e.lastStart = time.Now()
+	e.mu.Unlock()
+	return n
+}
+
+// finished records the end of a round trip and wakes a worker waiting for it.
+func (e *engine) finished() {
+	e.mu.Lock()
+	e.inflight--
+	close(e.done)
+	e.done = make(chan struct{})
+	e.mu.Unlock()
 }
 
 // roundTrip sends batches as one pipeline and hands out the replies.
@@ -317,15 +511,26 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 	readOnly := true
+	total := 0
+	for _, b := range batches {
+		for _, args := range b.Cmds {
+			total += len(args)
+		}
+	}
+	ia := argsFor(total)
 	for _, b := range batches {
 		readOnly = readOnly && b.ReadOnly
 		for _, args := range b.Cmds {
-			c := redis.NewRawCmd(ctx, toInterfaces(args)...)
+			c := redis.NewRawCmd(ctx, ia.next(args)...)
 			cmds = append(cmds, c)
 			pipe.Process(ctx, c)
 		}
 	}
+	start := time.Now()
 	err := e.exec(ctx, pipe, len(cmds))
+	if err == nil {
+		e.observe(time.Since(start))
+	}
 	for attempt := 0; err != nil && readOnly && attempt < cfg.MaxRetries && ctx.Err() == nil; attempt++ {
 		e.up.retries.Add(1)
 		select {

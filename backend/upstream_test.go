@@ -26,8 +26,14 @@ func args(a ...string) [][]byte {
 // their own key at once; batches are merged into shared round trips, and each
 // client still sees 1, 2, 3, ... in order.
 func TestConcurrentClientsKeepOrder(t *testing.T) {
+	for _, stream := range []string{"never", "always"} {
+		t.Run("stream="+stream, func(t *testing.T) { testKeepOrder(t, stream) })
+	}
+}
+
+func testKeepOrder(t *testing.T, stream string) {
 	r := testredis.Start(t, testredis.Options{})
-	up, err := New(Config{URL: r.URL(), Conns: 2})
+	up, err := New(Config{URL: r.URL(), Conns: 2, Stream: stream})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,8 +74,11 @@ func TestConcurrentClientsKeepOrder(t *testing.T) {
 	if st.Commands != clients*rounds*per {
 		t.Errorf("commands sent = %d, want %d", st.Commands, clients*rounds*per)
 	}
-	if st.Conns > 2 {
-		t.Errorf("%d upstream connections, want at most 2", st.Conns)
+	if st.Conns+st.StreamConns > 2 {
+		t.Errorf("%d+%d upstream connections, want at most 2", st.Conns, st.StreamConns)
+	}
+	if st.Streaming != (stream == "always") {
+		t.Errorf("streaming = %v with Stream %q", st.Streaming, stream)
 	}
 	t.Logf("%d client batches went upstream in %d round trips", clients*rounds, st.RoundTrips)
 }
@@ -113,6 +122,29 @@ func TestWritesAreNeverRetried(t *testing.T) {
 	}
 	if up.Stats().Retries == 0 {
 		t.Fatalf("the read-only batch should have been retried")
+	}
+}
+
+// TestStreamKeepsTransactionsWhole: with streaming on, MULTI ... EXEC still
+// runs contiguously (it takes the pipelined path).
+func TestStreamKeepsTransactionsWhole(t *testing.T) {
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), Stream: "always"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	b := batch.New()
+	b.Reset(2)
+	b.Tx = true
+	b.Add(args("MULTI"), false)
+	b.Add(args("INCR", "t"), false)
+	b.Add(args("INCR", "t"), false)
+	b.Add(args("EXEC"), false)
+	up.Submit(b)
+	b.Wait()
+	if got := string(b.Replies[3].Raw); got != "*2\r\n:1\r\n:2\r\n" {
+		t.Fatalf("EXEC = %q (%v)", got, b.Replies[3].Err)
 	}
 }
 

@@ -25,6 +25,9 @@ type Batch struct {
 	// ReadOnly is true while every command in the batch only reads, so that
 	// the upstream may retry it after a connection failure.
 	ReadOnly bool
+	// Tx is true when the batch holds MULTI ... EXEC, which must stay
+	// contiguous on one connection.
+	Tx bool
 	// Replies has one entry per command; the upstream fills them before Done.
 	Replies []Reply
 	done    chan struct{}
@@ -41,6 +44,7 @@ func (b *Batch) Reset(proto int) {
 	b.Replies = b.Replies[:0]
 	b.Proto = proto
 	b.ReadOnly = true
+	b.Tx = false
 }
 
 // Add appends one command; it returns the command's index in the batch.

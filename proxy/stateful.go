@@ -156,6 +156,7 @@ func cmdExec(s *session, _ [][]byte) {
 		s.lane = nil
 		return
 	}
+	s.batch.Tx = true
 	s.hidden(argMulti)
 	for _, q := range tx.queued {
 		s.hidden(q)

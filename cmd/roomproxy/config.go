@@ -23,10 +23,13 @@ type config struct {
 	RedisRetryDelay time.Duration
 	RedisTimeout    time.Duration
 	UpstreamConns   int
+	PipelineWait    time.Duration
+	Stream          string
 	MetricsAddr     string
 	LogLevel        string
 	LogFormat       string
 	ShutdownTimeout time.Duration
+	Pprof           bool
 
 	MaxClients      int
 	MaxRequestBytes int
@@ -86,6 +89,16 @@ func settings(c *config) []setting {
 			return nil
 		}
 	}
+	boolean := func(p *bool) func(string) error {
+		return func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			*p = b
+			return nil
+		}
+	}
 	oneOf := func(p *string, allowed ...string) func(string) error {
 		return func(v string) error {
 			v = strings.ToLower(v)
@@ -107,9 +120,12 @@ func settings(c *config) []setting {
 		{"REDIS_RETRY_DELAY_MS", "100", "pause before such a retry, in milliseconds", ms(&c.RedisRetryDelay)},
 		{"REDIS_TIMEOUT_MS", "5000", "deadline of one upstream round trip, in milliseconds", ms(&c.RedisTimeout)},
 		{"UPSTREAM_CONNS", "4", "upstream connections per RESP version (round trips in flight)", num(&c.UpstreamConns, 1)},
+		{"UPSTREAM_PIPELINE_WAIT", "200us", "how long a batch waits for a round trip in flight before another connection starts one", dur(&c.PipelineWait)},
+		{"UPSTREAM_STREAM", "auto", "full-duplex streaming to the upstream: auto (when the round trip exceeds 2 ms), always or never", oneOf(&c.Stream, "auto", "always", "never")},
 		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz and /readyz (empty: off)", str(&c.MetricsAddr)},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"LOG_FORMAT", "", "json or text (default: json with REDIS_URL set, text without)", oneOf(&c.LogFormat, "", "json", "text")},
+		{"PPROF", "false", "serve Go's /debug/pprof on METRICS_ADDR (for profiling; off in production)", boolean(&c.Pprof)},
 		{"SHUTDOWN_TIMEOUT", "30s", "time SIGTERM gives clients and pending work to finish", dur(&c.ShutdownTimeout)},
 		{"MAX_CLIENTS", "10000", "client connections at once", num(&c.MaxClients, 1)},
 		{"MAX_REQUEST_BYTES", "10485760", "largest command, encoded (Upstash: 10 MB)", num(&c.MaxRequestBytes, 1024)},
