@@ -148,13 +148,7 @@ func (c Config) Options(proto int) (*redis.Options, error) {
 	}
 	opt.Protocol = proto
 	opt.PoolSize = c.Conns
-	// Pipelined round trips run on the main pool (Conns connections); the
-	// full-duplex streams hold connections of the pipeline pool (Conns more at
-	// most, dialed only when streaming is used).
-	opt.PipelinePoolSize = -1
-	if c.Stream != "never" {
-		opt.PipelinePoolSize = c.Conns
-	}
+	opt.PipelinePoolSize = -1 // every round trip is a pipeline: one pool
 	opt.MinIdleConns = 0
 	opt.MaxRetries = -1 // retries are decided here, per batch, by idempotence
 	opt.ContextTimeoutEnabled = true
@@ -224,7 +218,7 @@ func New(cfg Config) (*Upstream, error) {
 			u.dials.Add(1)
 			return nil
 		}
-		u.engines[i] = newEngine(u, redis.NewClient(opt))
+		u.engines[i] = newEngine(u, opt)
 	}
 	return u, nil
 }
@@ -253,10 +247,13 @@ func (u *Upstream) Stats() Stats {
 		Failures: u.failures.Load(), Retries: u.retries.Load(), Dials: u.dials.Load(),
 	}
 	for _, e := range u.engines {
-		ps := e.client.PoolStats()
-		s.Conns += int(ps.TotalConns)
-		if ps.PipelineStats != nil {
-			s.StreamConns += int(ps.PipelineStats.TotalConns)
+		s.Conns += int(e.client.PoolStats().TotalConns)
+		for _, c := range e.fdClients {
+			ps := c.PoolStats()
+			s.StreamConns += int(ps.TotalConns)
+			if ps.PipelineStats != nil {
+				s.StreamConns += int(ps.PipelineStats.TotalConns)
+			}
 		}
 		s.Streaming = s.Streaming || e.streaming()
 	}
@@ -292,7 +289,8 @@ type engine struct {
 
 	token chan struct{} // held by the one worker waiting at the queue
 
-	fd     []*redis.AutoPipeliner // full-duplex streams (see Config.Stream)
+	fd        []*redis.AutoPipeliner // full-duplex streams (see Config.Stream)
+	fdClients []*redis.Client        // one per stream
 	next   atomic.Uint32          // round robin over fd
 	rttNs  atomic.Int64           // moving average of pipelined round trips
 
@@ -306,17 +304,27 @@ type engine struct {
 	wg     sync.WaitGroup // the workers
 }
 
-func newEngine(up *Upstream, client *redis.Client) *engine {
+func newEngine(up *Upstream, opt *redis.Options) *engine {
+	popt := *opt
+	popt.PipelinePoolSize = -1 // pipelined round trips use the main pool
+	client := redis.NewClient(&popt)
 	e := &engine{up: up, client: client, queue: make(chan *batch.Batch, 1024),
 		token: make(chan struct{}, 1), done: make(chan struct{})}
 	e.token <- struct{}{}
 	if up.cfg.Stream != "never" {
+		// go-redis keeps one autopipeliner per client, on one held
+		// connection: a client per stream. None dials before it is used.
 		for range up.cfg.Conns {
-			ap, err := client.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true, MaxBatchSize: 512})
+			sopt := *opt
+			sopt.PoolSize, sopt.PipelinePoolSize = 1, 1
+			sc := redis.NewClient(&sopt)
+			ap, err := sc.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true, MaxBatchSize: 512})
 			if err != nil {
+				sc.Close()
 				break
 			}
 			e.fd = append(e.fd, ap)
+			e.fdClients = append(e.fdClients, sc)
 		}
 	}
 	for range up.cfg.Conns {
@@ -404,8 +412,9 @@ func (e *engine) observe(d time.Duration) {
 }
 
 func (e *engine) close() error {
-	for _, ap := range e.fd {
+	for i, ap := range e.fd {
 		ap.Close()
+		e.fdClients[i].Close()
 	}
 	e.closeMu.Lock()
 	if !e.closed {
