@@ -56,7 +56,8 @@ type Config struct {
 	// "always" and "never" force it. Transactions (MULTI ... EXEC) always take
 	// the pipelined path.
 	Stream string
-	// StreamAbove is the round trip above which "auto" streams. Default 2 ms.
+	// StreamAbove is the minimum round trip above which "auto" streams.
+	// Default 2 ms.
 	StreamAbove time.Duration
 	// MaxLanes caps the dedicated upstream connections per RESP version, used
 	// by blocking commands and by transactions that WATCH (MAX_BLOCKING,
@@ -292,7 +293,10 @@ type engine struct {
 	fd        []*redis.AutoPipeliner // full-duplex streams (see Config.Stream)
 	fdClients []*redis.Client        // one per stream
 	next   atomic.Uint32          // round robin over fd
-	rttNs  atomic.Int64           // moving average of pipelined round trips
+	rttMu  sync.Mutex // protects the round-trip window below
+	rttMin [2]time.Duration // minimum round trip in the previous and the current window
+	rttN   int              // round trips in the current window
+	slow   atomic.Bool      // the windowed minimum round trip exceeds StreamAbove
 
 	mu        sync.Mutex    // protects inflight, lastStart and done
 	inflight  int           // round trips under way
@@ -356,7 +360,7 @@ func (e *engine) streaming() bool {
 	case "always":
 		return true
 	case "auto":
-		return time.Duration(e.rttNs.Load()) > e.up.cfg.StreamAbove
+		return e.slow.Load()
 	}
 	return false
 }
@@ -401,14 +405,27 @@ func (e *engine) streamed(b *batch.Batch) bool {
 	return true
 }
 
-// observe folds one round trip's duration into the moving average (1/8).
+// observe records one round trip. The upstream counts as slow when the
+// shortest round trip of the last 256 to 512 exceeds StreamAbove: the
+// minimum is the network's share, while averages also grow with load (a busy
+// local Redis is not a remote one).
 func (e *engine) observe(d time.Duration) {
-	old := e.rttNs.Load()
-	if old == 0 {
-		e.rttNs.Store(int64(d))
+	e.rttMu.Lock()
+	defer e.rttMu.Unlock()
+	if e.rttN == 0 || d < e.rttMin[1] {
+		e.rttMin[1] = d
+	}
+	e.rttN++
+	if e.rttN == 256 {
+		e.rttMin[0], e.rttN = e.rttMin[1], 0
+		e.slow.Store(e.rttMin[0] > e.up.cfg.StreamAbove)
 		return
 	}
-	e.rttNs.Store(old + (int64(d)-old)/8)
+	if e.rttMin[0] == 0 { // first window: decide as soon as there is evidence
+		e.slow.Store(e.rttMin[1] > e.up.cfg.StreamAbove)
+	} else {
+		e.slow.Store(min(e.rttMin[0], e.rttMin[1]) > e.up.cfg.StreamAbove)
+	}
 }
 
 func (e *engine) close() error {
