@@ -1,8 +1,14 @@
-// Package fallback is the durable room store: MongoDB in production and an
-// embedded on-disk store for the zero-configuration mode, behind one
-// interface. It keeps rooms when Upstash fails and is the source of truth for
-// their lifecycle (SPEC sections 4.5, 5, 6).
+// Package fallback is the durable room store: MongoDB (Mongo) in
+// production and an embedded on-disk store (Embedded, bbolt) for the
+// zero-configuration mode, behind one interface (Store) and one set of
+// contract tests. It is the source of truth for rooms (SPEC 4.5): one
+// document per room with its keys by type and a version that only increases
+// and guards every write.
 //
-// Not built yet: the foundation forwards to Redis only. The rooms issue adds
-// the store and its contract tests here.
+// The proxy does not use it yet: wiring rooms through it (write-through,
+// read-through, warm-up, ROOM.*) is the rooms issue's remaining work.
+//
+// Concurrency: both stores are safe for concurrent use. Mongo serialises
+// writes per room with striped mutexes; Embedded relies on bbolt's single
+// writer.
 package fallback

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what roomproxy's tests and benchmarks need on a fresh Debian
 # machine: redis-server, redis-cli and redis-benchmark (the upstream stand-in),
-# twemproxy (benchmark comparison) and Prometheus with promtool.
+# twemproxy (benchmark comparison, with --bench), and builds FerretDB (the
+# MongoDB-wire server for the room store tests) from the Go module proxy.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
@@ -19,3 +21,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Debian starts a redis-server on 6379 after installing it; the tests start
 # their own on free ports and do not need it.
+
+# FerretDB v1 through the small wrapper module in .ci/ferretdb (its own
+# go.mod keeps FerretDB's dependencies out of roomproxy's). The first build
+# takes a few minutes; later runs reuse the binary.
+if [ "${1:-}" != "--bench" ] && [ ! -x "$root/.ci/ferretdb/bin/ferretdb" ]; then
+  echo "deps: building FerretDB (first time: a few minutes)"
+  (cd "$root/.ci/ferretdb" && go build -o bin/ferretdb .)
+fi
