@@ -118,6 +118,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Observer Observer
 	Info     []InfoSection
+	// DisableScripts refuses EVAL, EVALSHA, SCRIPT, FCALL and FUNCTION with
+	// -NOPERM (SCRIPTS_ENABLED=false).
+	DisableScripts bool
 }
 
 // Server is a RESP server in front of an Upstream. Serve may be called for
@@ -159,7 +162,12 @@ func New(up Upstream, cfg Config) *Server {
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
-	s.table.walk(func(sp *Spec) { sp.obs = s.obs.Command(sp.Name) })
+	s.table.walk(func(sp *Spec) {
+		sp.obs = s.obs.Command(sp.Name)
+		if cfg.DisableScripts && sp.Flags&FlagScript != 0 {
+			sp.Flags = sp.Flags&^(FlagForward|FlagLocal) | FlagDenied
+		}
+	})
 	return s
 }
 

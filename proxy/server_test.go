@@ -396,6 +396,19 @@ func TestHostileInputs(t *testing.T) {
 	}
 }
 
+func TestScriptsCanBeDisabled(t *testing.T) {
+	_, addr := startServer(t, newFake(), Config{DisableScripts: true})
+	c := dial(t, addr)
+	for _, args := range [][]string{{"EVAL", "return 1", "0"}, {"EVALSHA", "abc", "0"}, {"SCRIPT", "LOAD", "return 1"}, {"FCALL", "f", "0"}} {
+		if got := c.do(args...); !strings.HasPrefix(got, "-NOPERM") {
+			t.Errorf("%q with scripts off: %q", args, got)
+		}
+	}
+	if got := c.do("PING"); got != "+PONG\r\n" {
+		t.Fatal(got)
+	}
+}
+
 func TestMaxClients(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{Limits: Limits{MaxClients: 2}})
 	a, b := dial(t, addr), dial(t, addr)

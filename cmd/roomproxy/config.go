@@ -25,6 +25,9 @@ type config struct {
 	UpstreamConns   int
 	PipelineWait    time.Duration
 	Stream          string
+	MaxBlocking     int
+	PubSubPing      time.Duration
+	ScriptsEnabled  bool
 	MetricsAddr     string
 	LogLevel        string
 	LogFormat       string
@@ -122,6 +125,9 @@ func settings(c *config) []setting {
 		{"UPSTREAM_CONNS", "4", "upstream connections per RESP version (round trips in flight)", num(&c.UpstreamConns, 1)},
 		{"UPSTREAM_PIPELINE_WAIT", "200us", "how long a batch waits for a round trip in flight before another connection starts one", dur(&c.PipelineWait)},
 		{"UPSTREAM_STREAM", "auto", "full-duplex streaming to the upstream: auto (when the round trip exceeds 2 ms), always or never", oneOf(&c.Stream, "auto", "always", "never")},
+		{"MAX_BLOCKING", "128", "dedicated upstream connections per RESP version for blocking commands and WATCH", num(&c.MaxBlocking, 1)},
+		{"PUBSUB_PING_INTERVAL", "30s", "PING an idle subscription connection this often to detect a dead upstream (billed; 0 turns it off)", dur(&c.PubSubPing)},
+		{"SCRIPTS_ENABLED", "true", "forward EVAL, EVALSHA, SCRIPT LOAD|EXISTS, FCALL; false refuses them with -NOPERM", boolean(&c.ScriptsEnabled)},
 		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz and /readyz (empty: off)", str(&c.MetricsAddr)},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"LOG_FORMAT", "", "json or text (default: json with REDIS_URL set, text without)", oneOf(&c.LogFormat, "", "json", "text")},

@@ -68,6 +68,15 @@ func run(args []string, getenv func(string) string, stderr io.Writer, ready chan
 	return 0
 }
 
+// pubsubPing maps PUBSUB_PING_INTERVAL=0 (off) to the backend's "negative
+// means off".
+func pubsubPing(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func boolDigit(b bool) string {
 	if b {
 		return "1"
@@ -105,7 +114,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	}
 	up, err := backend.New(backend.Config{
 		URL: redisURL, TLSCAFile: cfg.RedisTLSCA, Timeout: cfg.RedisTimeout,
-		Conns: cfg.UpstreamConns, PipelineWait: cfg.PipelineWait, Stream: cfg.Stream, MaxRetries: cfg.RedisMaxRetries, RetryDelay: cfg.RedisRetryDelay,
+		Conns: cfg.UpstreamConns, PipelineWait: cfg.PipelineWait, Stream: cfg.Stream, MaxLanes: cfg.MaxBlocking, PubSubPing: pubsubPing(cfg.PubSubPing), MaxRetries: cfg.RedisMaxRetries, RetryDelay: cfg.RedisRetryDelay,
 		Logger: log,
 	})
 	if err != nil {
@@ -119,9 +128,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		return metrics.UpstreamStats{Commands: s.Commands, RoundTrips: s.RoundTrips, Failures: s.Failures, Conns: s.Conns + s.StreamConns + s.Lanes}
 	})
 	srv := proxy.New(wiring.Upstream(up), proxy.Config{
-		Password: cfg.ProxyPassword,
-		Logger:   log,
-		Observer: m,
+		Password:       cfg.ProxyPassword,
+		DisableScripts: !cfg.ScriptsEnabled,
+		Logger:         log,
+		Observer:       m,
 		Limits: proxy.Limits{
 			MaxClients: cfg.MaxClients, MaxRequestBytes: cfg.MaxRequestBytes, MaxArgs: cfg.MaxArgs,
 			MaxInlineBytes: cfg.MaxInlineBytes, MaxPipeline: cfg.MaxPipeline,
