@@ -226,7 +226,7 @@ func toMongo(r Room) mongoRoom {
 			k.Items = v.List
 		}
 		for _, z := range v.ZSet {
-			k.ZSet = append(k.ZSet, mongoMember{Member: z.Member, Score: z.Score})
+			k.ZSet = append(k.ZSet, mongoMember(z))
 		}
 		doc.Keys = append(doc.Keys, k)
 	}
@@ -252,7 +252,7 @@ func fromMongo(doc mongoRoom) Room {
 			v.List = k.Items
 		case TypeZSet:
 			for _, z := range k.ZSet {
-				v.ZSet = append(v.ZSet, Member{Member: z.Member, Score: z.Score})
+				v.ZSet = append(v.ZSet, Member(z))
 			}
 		}
 		r.Keys[string(k.Name)] = v
