@@ -35,6 +35,7 @@ lint: vet
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCommandPath$$' -fuzztime $(FUZZTIME) ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzRoomOf$$' -fuzztime 10s ./policy
+	$(GO) test -run '^$$' -fuzz '^FuzzStateFromJSON$$' -fuzztime 10s ./policy
 
 bench:
 	bash scripts/deps.sh --bench

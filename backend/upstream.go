@@ -66,7 +66,7 @@ type Config struct {
 	// PubSubPing is how often an idle subscription connection is checked with
 	// a PING (billed); 0 means the default 30 s, negative turns it off.
 	PubSubPing time.Duration
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -164,15 +164,15 @@ func (c Config) Options(proto int) (*redis.Options, error) {
 
 // Stats are the upstream's counters since start.
 type Stats struct {
-	Commands   int64 // commands sent upstream, each one billable
-	RoundTrips int64 // pipelines sent
-	Failures   int64 // round trips that failed
-	Retries    int64 // read-only round trips retried
-	Dials      int64 // upstream connections opened
-	Conns       int  // pooled upstream connections open now (pipelined round trips)
-	StreamConns int  // held full-duplex connections open now
-	Streaming   bool // batches take the full-duplex path now
-	Lanes       int  // dedicated connections (WATCH, blocking commands), idle or in use
+	Commands    int64 // commands sent upstream, each one billable
+	RoundTrips  int64 // pipelines sent
+	Failures    int64 // round trips that failed
+	Retries     int64 // read-only round trips retried
+	Dials       int64 // upstream connections opened
+	Conns       int   // pooled upstream connections open now (pipelined round trips)
+	StreamConns int   // held full-duplex connections open now
+	Streaming   bool  // batches take the full-duplex path now
+	Lanes       int   // dedicated connections (WATCH, blocking commands), idle or in use
 }
 
 // Upstream forwards batches to Redis: all client connections share a few
@@ -292,11 +292,11 @@ type engine struct {
 
 	fd        []*redis.AutoPipeliner // full-duplex streams (see Config.Stream)
 	fdClients []*redis.Client        // one per stream
-	next   atomic.Uint32          // round robin over fd
-	rttMu  sync.Mutex // protects the round-trip window below
-	rttMin [2]time.Duration // minimum round trip in the previous and the current window
-	rttN   int              // round trips in the current window
-	slow   atomic.Bool      // the windowed minimum round trip exceeds StreamAbove
+	next      atomic.Uint32          // round robin over fd
+	rttMu     sync.Mutex             // protects the round-trip window below
+	rttMin    [2]time.Duration       // minimum round trip in the previous and the current window
+	rttN      int                    // round trips in the current window
+	slow      atomic.Bool            // the windowed minimum round trip exceeds StreamAbove
 
 	mu        sync.Mutex    // protects inflight, lastStart and done
 	inflight  int           // round trips under way
@@ -304,8 +304,8 @@ type engine struct {
 	done      chan struct{} // closed at the end of each round trip
 
 	closeMu sync.RWMutex // protects closed against sends on a closed queue
-	closed bool
-	wg     sync.WaitGroup // the workers
+	closed  bool
+	wg      sync.WaitGroup // the workers
 }
 
 func newEngine(up *Upstream, opt *redis.Options) *engine {
@@ -466,19 +466,18 @@ func (e *engine) work() {
 			return
 		}
 		batches = append(batches[:0], b)
-		n := e.gather(&batches, b.Len())
+		e.gather(&batches, b.Len())
 		e.token <- struct{}{}
 		cmds = e.roundTrip(pipe, batches, cmds[:0])
 		e.finished()
 		clear(batches)
 		clear(cmds)
-		_ = n
 	}
 }
 
 // gather waits for its turn (see work) while adding queued batches, then
-// takes whatever else is queued, up to MaxBatch commands.
-func (e *engine) gather(batches *[]*batch.Batch, n int) int {
+// takes whatever else is queued, up to MaxBatch commands in all.
+func (e *engine) gather(batches *[]*batch.Batch, n int) {
 	e.mu.Lock()
 	busy, since, done := e.inflight > 0, time.Since(e.lastStart), e.done
 	e.mu.Unlock()
@@ -519,7 +518,6 @@ collect:
 	e.inflight++
 	e.lastStart = time.Now()
 	e.mu.Unlock()
-	return n
 }
 
 // finished records the end of a round trip and wakes a worker waiting for it.

@@ -294,6 +294,16 @@ func TestBlockingCommands(t *testing.T) {
 	if !eventuallyBlocked(direct, 0) {
 		t.Fatal("the upstream call was not cancelled when its client left")
 	}
+	// A client that pipelined more after BLPOP and then leaves still cancels it.
+	raw3 := dialRaw(t, p.Addr)
+	raw3.send(encode("BLPOP", "q:gone2", "0") + encode("PING"))
+	if !eventuallyBlocked(direct, 1) {
+		t.Fatal("the second BLPOP never blocked upstream")
+	}
+	raw3.nc.Close()
+	if !eventuallyBlocked(direct, 0) {
+		t.Fatal("a client that pipelined after BLPOP and left did not cancel it")
+	}
 	// A pipelined command after BLPOP is answered after it, in order.
 	raw2 := dialRaw(t, p.Addr)
 	raw2.send(encode("BLPOP", "q:pipe", "0"))

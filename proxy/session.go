@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"runtime/debug"
@@ -419,9 +418,6 @@ func upstreamErrorText(err error) string {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return "TRYAGAIN upstream timeout"
-	}
-	if errors.Is(err, io.EOF) {
-		return "TRYAGAIN upstream unavailable"
 	}
 	return "TRYAGAIN upstream unavailable"
 }

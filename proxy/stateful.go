@@ -238,16 +238,26 @@ func (s *session) blocking(args [][]byte) {
 	defer s.srv.blocked.Add(-1)
 	gone := make(chan struct{})
 	watched := make(chan []byte, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		n, err := s.nc.Read(buf)
-		if n == 0 && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			close(gone)
-			s.lane.Abort()
-		}
-		watched <- buf[:n]
-	}()
 	s.nc.SetReadDeadline(time.Time{})
+	go func() {
+		// Keep reading until stopped, so a disconnect is seen even after the
+		// client pipelined more commands; at most 1 MiB is held, the rest
+		// waits in the socket.
+		var got []byte
+		buf := make([]byte, 4096)
+		for len(got) < 1<<20 {
+			n, err := s.nc.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					close(gone)
+					s.lane.Abort()
+				}
+				break
+			}
+		}
+		watched <- got
+	}()
 	replies := s.onLane(s.ctx, args)
 	s.nc.SetReadDeadline(time.Unix(1, 0)) // stop the watcher
 	early := <-watched
