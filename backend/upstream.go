@@ -67,6 +67,10 @@ type Config struct {
 	// a PING (billed); 0 means the default 30 s, negative turns it off.
 	PubSubPing time.Duration
 	Logger     *slog.Logger
+	// OnRoundTrip, if set, is called after every upstream round trip with its
+	// duration (for a latency histogram). It must be fast and safe for
+	// concurrent use.
+	OnRoundTrip func(time.Duration)
 }
 
 func (c Config) withDefaults() Config {
@@ -405,11 +409,14 @@ func (e *engine) streamed(b *batch.Batch) bool {
 	return true
 }
 
-// observe records one round trip. The upstream counts as slow when the
+// observe records one round trip for streaming decisions and metrics. The upstream counts as slow when the
 // shortest round trip of the last 256 to 512 exceeds StreamAbove: the
 // minimum is the network's share, while averages also grow with load (a busy
 // local Redis is not a remote one).
 func (e *engine) observe(d time.Duration) {
+	if f := e.up.cfg.OnRoundTrip; f != nil {
+		f(d)
+	}
 	e.rttMu.Lock()
 	defer e.rttMu.Unlock()
 	if e.rttN == 0 || d < e.rttMin[1] {

@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -12,6 +13,10 @@ import (
 
 const namespace = "roomproxy"
 
+// durationBuckets go from 50 µs: a local round trip takes well under a
+// millisecond, a remote one several.
+var durationBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
 // rejectReasons is the closed set of reasons for refused input.
 var rejectReasons = []string{"protocol", "request_size", "timeout", "slow_consumer", "max_clients", "auth", "unknown_command"}
 
@@ -20,6 +25,11 @@ var rejectReasons = []string{"protocol", "request_size", "timeout", "slow_consum
 type Metrics struct {
 	reg         *prometheus.Registry
 	commands    *prometheus.CounterVec
+	opDuration  *prometheus.HistogramVec
+	hits        *prometheus.CounterVec
+	misses      *prometheus.CounterVec
+	writeErrors prometheus.Counter
+	roundTrips  prometheus.Histogram
 	clients     prometheus.Gauge
 	connections prometheus.Counter
 	rejected    *prometheus.CounterVec
@@ -35,6 +45,28 @@ func New(reg *prometheus.Registry) *Metrics {
 			Namespace: namespace, Name: "commands_total",
 			Help: "Client commands by command name and outcome (ok, error, upstream_error).",
 		}, []string{"cmd", "outcome"}),
+		opDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "cache_operation_duration_seconds",
+			Help:    "Time from receiving a client's batch to writing each command's reply, by kind (read, write, other).",
+			Buckets: durationBuckets,
+		}, []string{"kind"}),
+		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cache_hits_total",
+			Help: "Single-key reads answered with a value, by what answered (redis).",
+		}, []string{"source"}),
+		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cache_misses_total",
+			Help: "Single-key reads answered with nil, by what answered (redis).",
+		}, []string{"source"}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cache_write_errors_total",
+			Help: "Write commands answered with an error or not answered by the upstream.",
+		}),
+		roundTrips: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "upstream_roundtrip_duration_seconds",
+			Help:    "Duration of upstream round trips (one pipeline each).",
+			Buckets: durationBuckets,
+		}),
 		clients: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "connected_clients", Help: "Client connections open now.",
 		}),
@@ -52,7 +84,7 @@ func New(reg *prometheus.Registry) *Metrics {
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
-	reg.MustRegister(m.commands, m.clients, m.connections, m.rejected, m.panics,
+	reg.MustRegister(m.commands, m.opDuration, m.hits, m.misses, m.writeErrors, m.roundTrips, m.clients, m.connections, m.rejected, m.panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -87,19 +119,28 @@ func (m *Metrics) RegisterUpstream(fn func() UpstreamStats) {
 	)
 }
 
-// Command returns the counters of one command. A series is created on the
-// command's first use, so /metrics lists only commands that were used.
-func (m *Metrics) Command(name string) proxy.CommandObserver {
-	return &commandCounters{vec: m.commands, name: name}
+// Command returns the observer of one command. Its counter series are
+// created on first use, so /metrics lists only commands that were used.
+func (m *Metrics) Command(name, kind string) proxy.CommandObserver {
+	c := &commandObserver{vec: m.commands, name: name, duration: m.opDuration.WithLabelValues(kind),
+		hits: m.hits.WithLabelValues("redis"), misses: m.misses.WithLabelValues("redis")}
+	if kind == "write" {
+		c.writeErrors = m.writeErrors
+	}
+	return c
 }
 
-type commandCounters struct {
-	vec  *prometheus.CounterVec
-	name string
-	c    [proxy.NumOutcomes]atomic.Pointer[prometheus.Counter]
+type commandObserver struct {
+	vec         *prometheus.CounterVec
+	name        string
+	c           [proxy.NumOutcomes]atomic.Pointer[prometheus.Counter]
+	duration    prometheus.Observer
+	hits        prometheus.Counter
+	misses      prometheus.Counter
+	writeErrors prometheus.Counter // nil unless a write command
 }
 
-func (c *commandCounters) Observe(o proxy.Outcome) {
+func (c *commandObserver) Observe(o proxy.Outcome, d time.Duration, l proxy.Lookup) {
 	p := c.c[o].Load()
 	if p == nil {
 		ctr := c.vec.WithLabelValues(c.name, o.String())
@@ -107,7 +148,20 @@ func (c *commandCounters) Observe(o proxy.Outcome) {
 		c.c[o].Store(p)
 	}
 	(*p).Inc()
+	c.duration.Observe(d.Seconds())
+	switch l {
+	case proxy.LookupHit:
+		c.hits.Inc()
+	case proxy.LookupMiss:
+		c.misses.Inc()
+	}
+	if c.writeErrors != nil && o != proxy.OutcomeOK {
+		c.writeErrors.Inc()
+	}
 }
+
+// RoundTrip records one upstream round trip.
+func (m *Metrics) RoundTrip(d time.Duration) { m.roundTrips.Observe(d.Seconds()) }
 
 // ConnOpened counts a new client connection.
 func (m *Metrics) ConnOpened() { m.clients.Inc(); m.connections.Inc() }

@@ -44,15 +44,29 @@ func (o Outcome) String() string {
 	return [...]string{"ok", "error", "upstream_error"}[o]
 }
 
-// CommandObserver counts the outcomes of one command.
-type CommandObserver interface{ Observe(Outcome) }
+// Lookup is what a read found, for the cache hit and miss counters.
+type Lookup int
+
+const (
+	LookupNone Lookup = iota // not a read, or a read of several keys
+	LookupHit                // a read answered with a value
+	LookupMiss               // a read answered with nil: the key is not there
+)
+
+// CommandObserver records one command: its outcome, the time from receiving
+// its batch to its reply being written, and for reads whether it found a
+// value.
+type CommandObserver interface {
+	Observe(o Outcome, d time.Duration, l Lookup)
+}
 
 // Observer receives the proxy's events. Every label it is given comes from a
 // closed set: command names from the table, fixed reasons.
 type Observer interface {
 	// Command returns the observer for one command name; called once per
-	// command at start, never on the hot path.
-	Command(name string) CommandObserver
+	// command at start, never on the hot path. kind is "read", "write" or
+	// "other".
+	Command(name, kind string) CommandObserver
 	ConnOpened()
 	ConnClosed()
 	// Rejected counts refused input by reason: "protocol", "request_size",
@@ -163,7 +177,7 @@ func New(up Upstream, cfg Config) *Server {
 		s.obs = nopObserver{}
 	}
 	s.table.walk(func(sp *Spec) {
-		sp.obs = s.obs.Command(sp.Name)
+		sp.obs = s.obs.Command(sp.Name, sp.kind())
 		if cfg.DisableScripts && sp.Flags&FlagScript != 0 {
 			sp.Flags = sp.Flags&^(FlagForward|FlagLocal) | FlagDenied
 		}
@@ -406,12 +420,12 @@ var Version = "0.1.0-dev"
 
 type nopObserver struct{}
 
-func (nopObserver) Command(string) CommandObserver { return nopCommand{} }
-func (nopObserver) ConnOpened()                    {}
-func (nopObserver) ConnClosed()                    {}
-func (nopObserver) Rejected(string)                {}
-func (nopObserver) Panic()                         {}
+func (nopObserver) Command(string, string) CommandObserver { return nopCommand{} }
+func (nopObserver) ConnOpened()                            {}
+func (nopObserver) ConnClosed()                            {}
+func (nopObserver) Rejected(string)                        {}
+func (nopObserver) Panic()                                 {}
 
 type nopCommand struct{}
 
-func (nopCommand) Observe(Outcome) {}
+func (nopCommand) Observe(Outcome, time.Duration, Lookup) {}

@@ -79,6 +79,8 @@ type session struct {
 	// Writer.Buffer copies, so it is not asked).
 	unflushed int
 
+	batchStart time.Time // when the current batch was read
+
 	// Per-batch scratch, reused.
 	out   []byte // where local handlers append their reply
 	local []byte // local replies of the current batch
@@ -226,6 +228,7 @@ func (s *session) close() {
 // are written in request order.
 func (s *session) handle(cmds []redcon.Command) {
 	now := time.Now()
+	s.batchStart = now
 	s.lastCmd.Store(now.UnixNano())
 	s.srv.commands.Add(int64(len(cmds)))
 	s.batch.Reset(s.proto)
@@ -352,12 +355,14 @@ func (s *session) drain() {
 			s.batch.Wait()
 		}
 	}
+	elapsed := time.Since(s.batchStart)
 	for i := range s.slots {
 		sl := &s.slots[i]
 		if sl.hidden {
 			continue
 		}
 		var outcome Outcome
+		lookup := LookupNone
 		if sl.fwd >= 0 {
 			r := s.batch.Replies[sl.fwd]
 			switch {
@@ -370,6 +375,11 @@ func (s *session) drain() {
 				outcome = OutcomeOK
 				if len(r.Raw) > 0 && (r.Raw[0] == '-' || r.Raw[0] == '!') {
 					outcome = OutcomeError
+				} else if sl.spec != nil && sl.spec.Flags&FlagRead != 0 && sl.spec.First > 0 && sl.spec.First == sl.spec.Last {
+					lookup = LookupHit
+					if isNull(r.Raw) {
+						lookup = LookupMiss
+					}
 				}
 				if !sl.quiet {
 					s.writeRaw(r.Raw)
@@ -386,7 +396,7 @@ func (s *session) drain() {
 			}
 		}
 		if sl.spec != nil && sl.spec.obs != nil {
-			sl.spec.obs.Observe(outcome)
+			sl.spec.obs.Observe(outcome, elapsed, lookup)
 		}
 		// Bound the output buffer: large replies go out as they are ready.
 		if s.unflushed > 64<<10 && !s.flush() {
@@ -397,6 +407,15 @@ func (s *session) drain() {
 	s.slots = s.slots[:0]
 	s.local = s.local[:0]
 	s.batch.Reset(s.proto)
+}
+
+// isNull reports whether a raw reply is Redis's nil in either protocol.
+func isNull(raw []byte) bool {
+	switch string(raw) {
+	case "$-1\r\n", "*-1\r\n", "_\r\n":
+		return true
+	}
+	return false
 }
 
 func (s *session) writeRaw(b []byte) {

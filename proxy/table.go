@@ -106,6 +106,17 @@ func (t *Table) register(sp *Spec) {
 // fullName is the name Redis uses in its error texts: "get", "config|get".
 func (sp *Spec) fullName() string { return sp.Name }
 
+// kind is the command's class for metrics: "read", "write" or "other".
+func (sp *Spec) kind() string {
+	switch {
+	case sp.Flags&FlagWrite != 0:
+		return "write"
+	case sp.Flags&FlagRead != 0:
+		return "read"
+	}
+	return "other"
+}
+
 // arityOK applies Redis's arity rule to argc (the command name included).
 func (sp *Spec) arityOK(argc int) bool {
 	if sp.Arity >= 0 {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what roomproxy's tests and benchmarks need on a fresh Debian
 # machine: redis-server, redis-cli and redis-benchmark (the upstream stand-in),
+# Prometheus and promtool (the metrics test scrapes with a real Prometheus),
 # twemproxy (benchmark comparison, with --bench), and builds FerretDB (the
 # MongoDB-wire server for the room store tests) from the Go module proxy.
 # Safe to run again: it installs only what is missing.
@@ -9,6 +10,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ "${1:-}" = "--bench" ]; then
   command -v nutcracker >/dev/null || need+=(nutcracker)
 fi

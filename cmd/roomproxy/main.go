@@ -112,8 +112,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		redisURL = emb.URL()
 		log.Warn("zero-configuration mode: REDIS_URL is not set, forwarding to an embedded in-process Redis whose data lives in memory only; set REDIS_URL for production")
 	}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
 	up, err := backend.New(backend.Config{
-		URL: redisURL, TLSCAFile: cfg.RedisTLSCA, Timeout: cfg.RedisTimeout,
+		OnRoundTrip: m.RoundTrip,
+		URL:         redisURL, TLSCAFile: cfg.RedisTLSCA, Timeout: cfg.RedisTimeout,
 		Conns: cfg.UpstreamConns, PipelineWait: cfg.PipelineWait, Stream: cfg.Stream, MaxLanes: cfg.MaxBlocking, PubSubPing: pubsubPing(cfg.PubSubPing), MaxRetries: cfg.RedisMaxRetries, RetryDelay: cfg.RedisRetryDelay,
 		Logger: log,
 	})
@@ -121,8 +124,6 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg)
 	m.RegisterUpstream(func() metrics.UpstreamStats {
 		s := up.Stats()
 		return metrics.UpstreamStats{Commands: s.Commands, RoundTrips: s.RoundTrips, Failures: s.Failures, Conns: s.Conns + s.StreamConns + s.Lanes}

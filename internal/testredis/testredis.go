@@ -56,7 +56,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	var err error
 	for range 5 {
-		s.Port = freePort(t)
+		s.Port = FreePort(t)
 		if err = s.start(); err == nil {
 			break
 		}
@@ -151,7 +151,8 @@ func (s *Server) Restart() {
 	}
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
