@@ -137,23 +137,10 @@ func (l *Lane) Exec(ctx context.Context, b *batch.Batch) {
 		cmds = append(cmds, c)
 		l.pipe.Process(ctx, c)
 	}
-	l.u.commands.Add(int64(len(cmds)))
-	l.u.roundTrips.Add(1)
 	_, err := l.pipe.Exec(ctx)
-	if err != nil {
-		l.u.failures.Add(1)
-		l.u.logFailure(err)
-	}
+	l.u.account(len(cmds), err)
 	for i, c := range cmds {
-		raw, cerr := c.Result()
-		if cerr == nil && raw == nil {
-			cerr = err
-		}
-		if cerr != nil {
-			b.Replies[i] = batch.Reply{Err: cerr}
-		} else {
-			b.Replies[i] = batch.Reply{Raw: raw}
-		}
+		b.Replies[i] = replyOf(c, err)
 	}
 }
 

@@ -388,22 +388,9 @@ func (e *engine) streamed(b *batch.Batch) bool {
 		return false
 	}
 	e.observe(time.Since(start))
-	e.up.commands.Add(int64(len(cmds)))
-	e.up.roundTrips.Add(1)
-	if err != nil {
-		e.up.failures.Add(1)
-		e.up.logFailure(err)
-	}
+	e.up.account(len(cmds), err)
 	for i, c := range cmds {
-		raw, cerr := c.(*redis.RawCmd).Result()
-		if cerr == nil && raw == nil {
-			cerr = err
-		}
-		if cerr != nil {
-			b.Replies[i] = batch.Reply{Err: cerr}
-		} else {
-			b.Replies[i] = batch.Reply{Raw: raw}
-		}
+		b.Replies[i] = replyOf(c.(*redis.RawCmd), err)
 	}
 	b.Done()
 	return true
@@ -580,15 +567,7 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	i := 0
 	for _, b := range batches {
 		for j := range b.Cmds {
-			raw, cerr := cmds[i].Result()
-			if cerr == nil && raw == nil {
-				cerr = err
-			}
-			if cerr != nil {
-				b.Replies[j] = batch.Reply{Err: cerr}
-			} else {
-				b.Replies[j] = batch.Reply{Raw: raw}
-			}
+			b.Replies[j] = replyOf(cmds[i], err)
 			i++
 		}
 		b.Done()
@@ -597,14 +576,33 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 }
 
 func (e *engine) exec(ctx context.Context, pipe redis.Pipeliner, n int) error {
-	e.up.commands.Add(int64(n))
-	e.up.roundTrips.Add(1)
 	_, err := pipe.Exec(ctx)
-	if err != nil {
-		e.up.failures.Add(1)
-		e.up.logFailure(err)
-	}
+	e.up.account(n, err)
 	return err
+}
+
+// account counts a round trip of n commands (all billable, sent or not
+// known to be unsent) and its failure.
+func (u *Upstream) account(n int, err error) {
+	u.commands.Add(int64(n))
+	u.roundTrips.Add(1)
+	if err != nil {
+		u.failures.Add(1)
+		u.logFailure(err)
+	}
+}
+
+// replyOf is one command's reply after a round trip that ended with
+// pipeErr: its raw bytes, or the error that kept them from arriving.
+func replyOf(c *redis.RawCmd, pipeErr error) batch.Reply {
+	raw, err := c.Result()
+	if err == nil && raw == nil {
+		err = pipeErr
+	}
+	if err != nil {
+		return batch.Reply{Err: err}
+	}
+	return batch.Reply{Raw: raw}
 }
 
 // logFailure logs an upstream failure at most once a second, by kind only:

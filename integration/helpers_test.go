@@ -4,11 +4,8 @@
 package integration
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -54,50 +51,8 @@ func startProxy(t *testing.T, bcfg backend.Config, pcfg proxy.Config) *proxyUnde
 	return &proxyUnderTest{Addr: ln.Addr().String(), Srv: srv, Up: up}
 }
 
-// rawConn sends RESP and reads raw replies.
-type rawConn struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
+type rawConn = resptest.Conn
 
-func dialRaw(t *testing.T, addr string) *rawConn {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
+func dialRaw(t *testing.T, addr string) *rawConn { return resptest.Dial(t, addr) }
 
-func (c *rawConn) send(s string) {
-	c.t.Helper()
-	if _, err := c.nc.Write([]byte(s)); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *rawConn) reply() (string, error) {
-	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	return resptest.ReadReply(c.br)
-}
-
-func (c *rawConn) do(args ...string) string {
-	c.t.Helper()
-	c.send(encode(args...))
-	r, err := c.reply()
-	if err != nil {
-		c.t.Fatalf("%q: %v", args, err)
-	}
-	return r
-}
-
-func encode(args ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	return b.String()
-}
+func encode(args ...string) string { return resptest.Encode(args...) }

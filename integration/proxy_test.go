@@ -57,7 +57,7 @@ func TestRepliesMatchRedisByteForByte(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			a, b := dialRaw(t, direct.Addr), dialRaw(t, p.Addr)
 			for _, args := range seq {
-				want, got := a.do(args...), b.do(args...)
+				want, got := a.Do(args...), b.Do(args...)
 				if strings.EqualFold(args[0], "HELLO") {
 					continue // its id differs by design
 				}
@@ -73,11 +73,11 @@ func TestRepliesMatchRedisByteForByte(t *testing.T) {
 		"$-10\r\n", "*1\r\nfoo\r\n", "*1\r\n$blabla\r\n", "SET \"a b\r\n", "*3000000000\r\n",
 	} {
 		a, b := dialRaw(t, direct.Addr), dialRaw(t, p.Addr)
-		a.send(in)
-		b.send(in)
+		a.Send(in)
+		b.Send(in)
 		for i := 0; ; i++ {
-			want, werr := a.reply()
-			got, gerr := b.reply()
+			want, werr := a.Reply()
+			got, gerr := b.Reply()
 			if (werr == nil) != (gerr == nil) || got != want {
 				t.Errorf("%q reply %d:\n roomproxy %q (%v)\n redis     %q (%v)", in, i, got, gerr, want, werr)
 				break
@@ -149,7 +149,7 @@ func TestPipelineOfMixedCommandsIsOneRoundTrip(t *testing.T) {
 	r := testredis.Start(t, testredis.Options{})
 	p := startProxy(t, backend.Config{URL: r.URL()}, proxy.Config{})
 	c := dialRaw(t, p.Addr)
-	c.do("PING") // connect; local, no upstream traffic
+	c.Do("PING") // connect; local, no upstream traffic
 	before, batchesBefore := p.Up.Stats(), p.Srv.UpstreamBatches()
 
 	var req strings.Builder
@@ -182,9 +182,9 @@ func TestPipelineOfMixedCommandsIsOneRoundTrip(t *testing.T) {
 			forwarded++
 		}
 	}
-	c.send(req.String())
+	c.Send(req.String())
 	for i, w := range want {
-		got, err := c.reply()
+		got, err := c.Reply()
 		if err != nil || got != w {
 			t.Fatalf("reply %d: %q (%v), want %q", i, got, err, w)
 		}
@@ -202,7 +202,7 @@ func TestPipelineOfMixedCommandsIsOneRoundTrip(t *testing.T) {
 		t.Errorf("a %d-byte pipeline was read as %d batches", req.Len(), batches)
 	}
 	// redis-server saw exactly the forwarded commands.
-	stats := dialRaw(t, r.Addr).do("INFO", "commandstats")
+	stats := dialRaw(t, r.Addr).Do("INFO", "commandstats")
 	for cmd, n := range map[string]int{"set": 167, "get": 167, "incr": 167, "lpush": 166} {
 		if !strings.Contains(stats, fmt.Sprintf("cmdstat_%s:calls=%d,", cmd, n)) {
 			t.Errorf("redis commandstats lacks %s calls=%d:\n%s", cmd, n, stats)
@@ -239,7 +239,7 @@ func TestTLSUpstreamWithPassword(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := startProxy(t, cfg, proxy.Config{})
 			c := dialRaw(t, p.Addr)
-			got := c.do("GET", "tls")
+			got := c.Do("GET", "tls")
 			if !strings.HasPrefix(got, "-TRYAGAIN") {
 				t.Fatalf("got %q, want a TRYAGAIN error", got)
 			}
@@ -248,7 +248,7 @@ func TestTLSUpstreamWithPassword(t *testing.T) {
 					t.Fatalf("reply %q reveals %q", got, secret)
 				}
 			}
-			if got := c.do("PING"); got != "+PONG\r\n" {
+			if got := c.Do("PING"); got != "+PONG\r\n" {
 				t.Fatalf("PING = %q", got)
 			}
 		})

@@ -73,7 +73,7 @@ func TestTransactions(t *testing.T) {
 		{"MULTI"}, {"WATCH", "rt"}, {"LPUSH", "rt", "x"}, {"EXEC"},
 		{"WATCH", "rt"}, {"UNWATCH"}, {"EXEC"}, {"DISCARD"},
 	} {
-		if want, got := a.do(args...), b.do(args...); got != want {
+		if want, got := a.Do(args...), b.Do(args...); got != want {
 			t.Errorf("%q:\n roomproxy %q\n redis     %q", args, got, want)
 		}
 	}
@@ -96,30 +96,30 @@ func TestSessionIsolation(t *testing.T) {
 			default:
 			}
 			a := dialRaw(t, p.Addr)
-			a.send(encode("HELLO", "3") + encode("CLIENT", "REPLY", "OFF") + encode("SET", "a", "x") +
+			a.Send(encode("HELLO", "3") + encode("CLIENT", "REPLY", "OFF") + encode("SET", "a", "x") +
 				encode("CLIENT", "REPLY", "ON") + encode("MULTI") + encode("INCR", "a:n") + encode("WATCH", "b") +
 				encode("EXEC") + encode("WATCH", "a:n") + encode("GET", "a:n") + encode("SUBSCRIBE", "iso") +
 				encode("GET", "a"))
 			for range 10 { // HELLO, ON, MULTI, QUEUED, WATCH err, EXEC, WATCH, GET, SUBSCRIBE, GET
-				if _, err := a.reply(); err != nil {
+				if _, err := a.Reply(); err != nil {
 					t.Errorf("client A: %v", err)
 					return
 				}
 			}
-			a.nc.Close()
+			a.NC.Close()
 		}
 	}()
 	b := dialRaw(t, p.Addr)
 	for i := range 2000 {
 		k := fmt.Sprint("b:", i%50)
 		v := fmt.Sprint(i)
-		if got := b.do("SET", k, v); got != "+OK\r\n" {
+		if got := b.Do("SET", k, v); got != "+OK\r\n" {
 			t.Fatalf("client B SET: %q", got)
 		}
-		if got := b.do("GET", k); got != fmt.Sprintf("$%d\r\n%s\r\n", len(v), v) {
+		if got := b.Do("GET", k); got != fmt.Sprintf("$%d\r\n%s\r\n", len(v), v) {
 			t.Fatalf("client B GET %s: %q", k, got)
 		}
-		if got := b.do("GET", "b:missing"); got != "$-1\r\n" {
+		if got := b.Do("GET", "b:missing"); got != "$-1\r\n" {
 			t.Fatalf("client B saw a RESP3 reply: %q", got)
 		}
 	}
@@ -183,15 +183,15 @@ func TestPubSub(t *testing.T) {
 	} {
 		a, b := dialRaw(t, direct.Addr), dialRaw(t, p.Addr)
 		for _, args := range seq {
-			a.send(encode(args...))
-			b.send(encode(args...))
+			a.Send(encode(args...))
+			b.Send(encode(args...))
 			n := 1
 			if strings.HasSuffix(strings.ToLower(args[0]), "subscribe") && len(args) > 2 {
 				n = len(args) - 1
 			}
 			for range n {
-				want, _ := a.reply()
-				got, _ := b.reply()
+				want, _ := a.Reply()
+				got, _ := b.Reply()
 				if args[0] == "HELLO" {
 					continue
 				}
@@ -286,34 +286,34 @@ func TestBlockingCommands(t *testing.T) {
 		t.Fatalf("BLPOP timeout: %v", err)
 	}
 	raw := dialRaw(t, p.Addr)
-	raw.send(encode("BLPOP", "q:gone", "0"))
+	raw.Send(encode("BLPOP", "q:gone", "0"))
 	if !eventuallyBlocked(direct, 1) {
 		t.Fatal("the BLPOP never blocked upstream")
 	}
-	raw.nc.Close()
+	raw.NC.Close()
 	if !eventuallyBlocked(direct, 0) {
 		t.Fatal("the upstream call was not cancelled when its client left")
 	}
 	// A client that pipelined more after BLPOP and then leaves still cancels it.
 	raw3 := dialRaw(t, p.Addr)
-	raw3.send(encode("BLPOP", "q:gone2", "0") + encode("PING"))
+	raw3.Send(encode("BLPOP", "q:gone2", "0") + encode("PING"))
 	if !eventuallyBlocked(direct, 1) {
 		t.Fatal("the second BLPOP never blocked upstream")
 	}
-	raw3.nc.Close()
+	raw3.NC.Close()
 	if !eventuallyBlocked(direct, 0) {
 		t.Fatal("a client that pipelined after BLPOP and left did not cancel it")
 	}
 	// A pipelined command after BLPOP is answered after it, in order.
 	raw2 := dialRaw(t, p.Addr)
-	raw2.send(encode("BLPOP", "q:pipe", "0"))
+	raw2.Send(encode("BLPOP", "q:pipe", "0"))
 	eventuallyBlocked(direct, 1)
-	raw2.send(encode("ECHO", "after"))
+	raw2.Send(encode("ECHO", "after"))
 	direct.LPush(ctx, "q:pipe", "v")
-	if got, _ := raw2.reply(); got != "*2\r\n$6\r\nq:pipe\r\n$1\r\nv\r\n" {
+	if got, _ := raw2.Reply(); got != "*2\r\n$6\r\nq:pipe\r\n$1\r\nv\r\n" {
 		t.Fatalf("BLPOP reply %q", got)
 	}
-	if got, _ := raw2.reply(); got != "$5\r\nafter\r\n" {
+	if got, _ := raw2.Reply(); got != "$5\r\nafter\r\n" {
 		t.Fatalf("pipelined reply %q", got)
 	}
 }

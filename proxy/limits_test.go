@@ -55,7 +55,7 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 	for range 256 { // 256 MiB of replies, far beyond the socket buffers
 		req.WriteString(encode("GET", "big"))
 	}
-	c.send(req.String())
+	c.Send(req.String())
 	// The client reads nothing; the server must give up on it by itself.
 	deadline := time.Now().Add(20 * time.Second)
 	for srv.Clients() > 0 && time.Now().Before(deadline) {
@@ -64,7 +64,7 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 	if n := srv.Clients(); n != 0 {
 		t.Fatalf("the slow consumer is still connected (%d clients)", n)
 	}
-	if got := dial(t, addr).do("PING"); got != "+PONG\r\n" {
+	if got := dial(t, addr).Do("PING"); got != "+PONG\r\n" {
 		t.Fatalf("PING = %q", got)
 	}
 }
@@ -116,7 +116,7 @@ func TestSlowlorisAndPartialFrames(t *testing.T) {
 			t.Fatal("a connection with an incomplete command was not closed at the frame deadline")
 		}
 	}
-	if got := dial(t, addr).do("PING"); got != "+PONG\r\n" {
+	if got := dial(t, addr).Do("PING"); got != "+PONG\r\n" {
 		t.Fatalf("PING = %q", got)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -132,10 +132,10 @@ func TestSlowlorisAndPartialFrames(t *testing.T) {
 func TestIdleTimeout(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{Limits: Limits{IdleTimeout: 200 * time.Millisecond}})
 	c := dial(t, addr)
-	if got := c.do("PING"); got != "+PONG\r\n" {
+	if got := c.Do("PING"); got != "+PONG\r\n" {
 		t.Fatal(got)
 	}
-	if !c.closed() {
+	if !c.Closed() {
 		t.Fatal("an idle client should be closed after IDLE_TIMEOUT")
 	}
 }
@@ -178,17 +178,17 @@ func TestMaxClientsPlusTen(t *testing.T) {
 	var keep []*client
 	for range 20 {
 		c := dial(t, addr)
-		c.do("PING")
+		c.Do("PING")
 		keep = append(keep, c)
 	}
 	for i := range 10 {
 		c := dial(t, addr)
-		if got := c.reply(); got != "-ERR max number of clients reached\r\n" {
+		if got := c.MustReply(); got != "-ERR max number of clients reached\r\n" {
 			t.Fatalf("extra client %d: %q", i, got)
 		}
 	}
 	for i, c := range keep {
-		if got := c.do("ECHO", fmt.Sprint(i)); got != fmt.Sprintf("$%d\r\n%d\r\n", len(fmt.Sprint(i)), i) {
+		if got := c.Do("ECHO", fmt.Sprint(i)); got != fmt.Sprintf("$%d\r\n%d\r\n", len(fmt.Sprint(i)), i) {
 			t.Fatalf("client %d: %q", i, got)
 		}
 	}

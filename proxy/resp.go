@@ -27,27 +27,26 @@ func (s *session) null() {
 	s.out = append(s.out, "$-1\r\n"...)
 }
 
-// mapHeader starts a map of n pairs: "%n" in RESP3, a flat array of 2n in RESP2.
-func (s *session) mapHeader(n int) {
+// aggregate starts a RESP3 aggregate of type t ('%' map, '~' set, '>' push)
+// with n entries, or in RESP2 the array of n2 elements that stands for it.
+func (s *session) aggregate(t byte, n, n2 int) {
 	if s.proto == 3 {
-		s.out = append(s.out, '%')
+		s.out = append(s.out, t)
 		s.out = strconv.AppendInt(s.out, int64(n), 10)
 		s.out = append(s.out, '\r', '\n')
 		return
 	}
-	s.array(2 * n)
+	s.array(n2)
 }
 
+// mapHeader starts a map of n pairs: "%n" in RESP3, a flat array of 2n in RESP2.
+func (s *session) mapHeader(n int) { s.aggregate('%', n, 2*n) }
+
 // setHeader starts a set of n members: "~n" in RESP3, an array in RESP2.
-func (s *session) setHeader(n int) {
-	if s.proto == 3 {
-		s.out = append(s.out, '~')
-		s.out = strconv.AppendInt(s.out, int64(n), 10)
-		s.out = append(s.out, '\r', '\n')
-		return
-	}
-	s.array(n)
-}
+func (s *session) setHeader(n int) { s.aggregate('~', n, n) }
+
+// pushHeader starts a pub/sub frame: a push in RESP3, an array in RESP2.
+func (s *session) pushHeader(n int) { s.aggregate('>', n, n) }
 
 // verbatim is free text such as INFO's: "=" with a "txt:" format in RESP3, a
 // bulk string in RESP2, as Redis sends it.

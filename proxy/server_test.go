@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -96,66 +95,11 @@ func startServer(t *testing.T, up Upstream, cfg Config) (*Server, string) {
 	return srv, ln.Addr().String()
 }
 
-// client is a raw RESP client that reads whole replies as bytes.
-type client struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
+type client = resptest.Conn
 
-func dial(t *testing.T, addr string) *client {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
+func dial(t *testing.T, addr string) *client { return resptest.Dial(t, addr) }
 
-func (c *client) send(s string) {
-	c.t.Helper()
-	if _, err := c.nc.Write([]byte(s)); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// do sends one command in RESP form and returns the raw reply.
-func (c *client) do(args ...string) string {
-	c.t.Helper()
-	c.send(encode(args...))
-	return c.reply()
-}
-
-func encode(args ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	return b.String()
-}
-
-func (c *client) reply() string {
-	c.t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	r, err := resptest.ReadReply(c.br)
-	if err != nil {
-		c.t.Fatalf("reading reply: %v", err)
-	}
-	return r
-}
-
-// closed reports whether the server closed the connection.
-func (c *client) closed() bool {
-	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err := c.br.ReadByte()
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return false
-	}
-	return err != nil // EOF, or a reset when our unread bytes were discarded
-}
+func encode(args ...string) string { return resptest.Encode(args...) }
 
 func TestLocalCommands(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{})
@@ -195,20 +139,20 @@ func TestLocalCommands(t *testing.T) {
 		{[]string{"COMMAND", "INFO", "nosuch"}, "*1\r\n$-1\r\n"},
 	}
 	for _, tc := range cases {
-		if got := c.do(tc.args...); got != tc.want {
+		if got := c.Do(tc.args...); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.args, got, tc.want)
 		}
 	}
-	if got := c.do("INFO"); !strings.Contains(got, "loading:0\r\n") || !strings.Contains(got, "# Server\r\n") {
+	if got := c.Do("INFO"); !strings.Contains(got, "loading:0\r\n") || !strings.Contains(got, "# Server\r\n") {
 		t.Errorf("INFO lacks the server section or loading:0: %q", got)
 	}
-	if got := c.do("INFO", "clients"); strings.Contains(got, "# Server") || !strings.Contains(got, "connected_clients:") {
+	if got := c.Do("INFO", "clients"); strings.Contains(got, "# Server") || !strings.Contains(got, "connected_clients:") {
 		t.Errorf("INFO clients: %q", got)
 	}
-	if got := c.do("COMMAND", "COUNT"); !strings.HasPrefix(got, ":2") {
+	if got := c.Do("COMMAND", "COUNT"); !strings.HasPrefix(got, ":2") {
 		t.Errorf("COMMAND COUNT = %q", got)
 	}
-	if got := c.do("COMMAND", "INFO", "get"); !strings.HasPrefix(got, "*1\r\n*10\r\n$3\r\nget\r\n:2\r\n") {
+	if got := c.Do("COMMAND", "INFO", "get"); !strings.HasPrefix(got, "*1\r\n*10\r\n$3\r\nget\r\n:2\r\n") {
 		t.Errorf("COMMAND INFO get = %q", got)
 	}
 }
@@ -216,7 +160,7 @@ func TestLocalCommands(t *testing.T) {
 func TestRESP3(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{})
 	c := dial(t, addr)
-	hello := c.do("HELLO", "3", "SETNAME", "r3")
+	hello := c.Do("HELLO", "3", "SETNAME", "r3")
 	if !strings.HasPrefix(hello, "%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n") || !strings.Contains(hello, "$5\r\nproto\r\n:3\r\n") {
 		t.Fatalf("HELLO 3 = %q", hello)
 	}
@@ -228,18 +172,18 @@ func TestRESP3(t *testing.T) {
 		{[]string{"CLIENT", "GETNAME"}, "$2\r\nr3\r\n"},
 		{[]string{"CONFIG", "GET", "appendonly"}, "%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"},
 	} {
-		if got := c.do(tc.args...); got != tc.want {
+		if got := c.Do(tc.args...); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.args, got, tc.want)
 		}
 	}
-	if got := c.do("INFO", "server"); !strings.HasPrefix(got, "=") || !strings.Contains(got, "txt:# Server") {
+	if got := c.Do("INFO", "server"); !strings.HasPrefix(got, "=") || !strings.Contains(got, "txt:# Server") {
 		t.Errorf("INFO in RESP3 should be a verbatim string: %q", got)
 	}
 	// Back to RESP2: no RESP3 type again.
-	if got := c.do("HELLO", "2"); !strings.HasPrefix(got, "*14\r\n") {
+	if got := c.Do("HELLO", "2"); !strings.HasPrefix(got, "*14\r\n") {
 		t.Errorf("HELLO 2 = %q", got)
 	}
-	if got := c.do("GET", "missing"); got != "$-1\r\n" {
+	if got := c.Do("GET", "missing"); got != "$-1\r\n" {
 		t.Errorf("GET after HELLO 2 = %q", got)
 	}
 }
@@ -261,27 +205,27 @@ func TestAuth(t *testing.T) {
 		{[]string{"RESET"}, "+RESET\r\n"},
 		{[]string{"GET", "k"}, "-NOAUTH Authentication required.\r\n"},
 	} {
-		if got := c.do(tc.args...); got != tc.want {
+		if got := c.Do(tc.args...); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.args, got, tc.want)
 		}
 	}
 	c2 := dial(t, addr)
-	if got := c2.do("HELLO", "3", "AUTH", "default", "s3cret"); !strings.HasPrefix(got, "%7") {
+	if got := c2.Do("HELLO", "3", "AUTH", "default", "s3cret"); !strings.HasPrefix(got, "%7") {
 		t.Errorf("HELLO 3 AUTH = %q", got)
 	}
-	if got := c2.do("GET", "k"); got != "$1\r\nv\r\n" {
+	if got := c2.Do("GET", "k"); got != "$1\r\nv\r\n" {
 		t.Errorf("GET after HELLO AUTH = %q", got)
 	}
 	// Before AUTH, a command with many arguments or a big argument is refused
 	// and the connection closed, as Redis does.
 	c3 := dial(t, addr)
-	c3.send(encode(append([]string{"DEL"}, make([]string, 20)...)...))
-	if got := c3.reply(); got != "-ERR Protocol error: unauthenticated multibulk length\r\n" || !c3.closed() {
+	c3.Send(encode(append([]string{"DEL"}, make([]string, 20)...)...))
+	if got := c3.MustReply(); got != "-ERR Protocol error: unauthenticated multibulk length\r\n" || !c3.Closed() {
 		t.Errorf("pre-auth multibulk: %q", got)
 	}
 	c4 := dial(t, addr)
-	c4.send("*2\r\n$3\r\nGET\r\n$100000\r\n")
-	if got := c4.reply(); got != "-ERR Protocol error: unauthenticated bulk length\r\n" || !c4.closed() {
+	c4.Send("*2\r\n$3\r\nGET\r\n$100000\r\n")
+	if got := c4.MustReply(); got != "-ERR Protocol error: unauthenticated bulk length\r\n" || !c4.Closed() {
 		t.Errorf("pre-auth bulk: %q", got)
 	}
 }
@@ -315,9 +259,9 @@ func TestPipelineOrder(t *testing.T) {
 			want = append(want, "-ERR wrong number of arguments for 'get' command\r\n")
 		}
 	}
-	c.send(req.String())
+	c.Send(req.String())
 	for i, w := range want {
-		if got := c.reply(); got != w {
+		if got := c.MustReply(); got != w {
 			t.Fatalf("reply %d: got %q, want %q", i, got, w)
 		}
 	}
@@ -331,16 +275,16 @@ func TestPipelineOrder(t *testing.T) {
 func TestClientReply(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{})
 	c := dial(t, addr)
-	c.send(encode("CLIENT", "REPLY", "SKIP") + encode("SET", "a", "1") + encode("GET", "a") +
+	c.Send(encode("CLIENT", "REPLY", "SKIP") + encode("SET", "a", "1") + encode("GET", "a") +
 		encode("CLIENT", "REPLY", "OFF") + encode("SET", "b", "2") + encode("PING") +
 		encode("CLIENT", "REPLY", "ON") + encode("GET", "b"))
-	if got := c.reply(); got != "$1\r\n1\r\n" {
+	if got := c.MustReply(); got != "$1\r\n1\r\n" {
 		t.Fatalf("first reply after SKIP = %q", got)
 	}
-	if got := c.reply(); got != "+OK\r\n" {
+	if got := c.MustReply(); got != "+OK\r\n" {
 		t.Fatalf("CLIENT REPLY ON = %q", got)
 	}
-	if got := c.reply(); got != "$1\r\n2\r\n" {
+	if got := c.MustReply(); got != "$1\r\n2\r\n" {
 		t.Fatalf("GET b = %q", got)
 	}
 }
@@ -374,24 +318,24 @@ func TestHostileInputs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		c := dial(t, addr)
-		c.send(tc.in)
-		if got := c.reply(); got != tc.want {
+		c.Send(tc.in)
+		if got := c.MustReply(); got != tc.want {
 			t.Errorf("%.40q: got %q, want %q", tc.in, got, tc.want)
 		}
-		if tc.closes && !c.closed() {
+		if tc.closes && !c.Closed() {
 			t.Errorf("%.40q: connection should be closed", tc.in)
 		}
 	}
 	// One byte at a time still works.
 	c := dial(t, addr)
 	for _, b := range []byte(encode("ECHO", "slow")) {
-		c.send(string([]byte{b}))
+		c.Send(string([]byte{b}))
 	}
-	if got := c.reply(); got != "$4\r\nslow\r\n" {
+	if got := c.MustReply(); got != "$4\r\nslow\r\n" {
 		t.Errorf("byte-at-a-time ECHO = %q", got)
 	}
 	// The server still answers.
-	if got := dial(t, addr).do("PING"); got != "+PONG\r\n" {
+	if got := dial(t, addr).Do("PING"); got != "+PONG\r\n" {
 		t.Fatalf("server stopped answering: %q", got)
 	}
 }
@@ -400,11 +344,11 @@ func TestScriptsCanBeDisabled(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{DisableScripts: true})
 	c := dial(t, addr)
 	for _, args := range [][]string{{"EVAL", "return 1", "0"}, {"EVALSHA", "abc", "0"}, {"SCRIPT", "LOAD", "return 1"}, {"FCALL", "f", "0"}} {
-		if got := c.do(args...); !strings.HasPrefix(got, "-NOPERM") {
+		if got := c.Do(args...); !strings.HasPrefix(got, "-NOPERM") {
 			t.Errorf("%q with scripts off: %q", args, got)
 		}
 	}
-	if got := c.do("PING"); got != "+PONG\r\n" {
+	if got := c.Do("PING"); got != "+PONG\r\n" {
 		t.Fatal(got)
 	}
 }
@@ -412,10 +356,10 @@ func TestScriptsCanBeDisabled(t *testing.T) {
 func TestMaxClients(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{Limits: Limits{MaxClients: 2}})
 	a, b := dial(t, addr), dial(t, addr)
-	a.do("PING")
-	b.do("PING")
+	a.Do("PING")
+	b.Do("PING")
 	c := dial(t, addr)
-	if got := c.reply(); got != "-ERR max number of clients reached\r\n" {
+	if got := c.MustReply(); got != "-ERR max number of clients reached\r\n" {
 		t.Fatalf("third client: %q", got)
 	}
 }
@@ -423,11 +367,11 @@ func TestMaxClients(t *testing.T) {
 func TestFrameTimeout(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{Limits: Limits{FrameTimeout: 200 * time.Millisecond}})
 	c := dial(t, addr)
-	c.send("*2\r\n$4\r\nECHO\r\n$10\r\nabc") // never completed
-	if !c.closed() {
+	c.Send("*2\r\n$4\r\nECHO\r\n$10\r\nabc") // never completed
+	if !c.Closed() {
 		t.Fatal("a frame left incomplete should be closed after the frame timeout")
 	}
-	if got := dial(t, addr).do("PING"); got != "+PONG\r\n" {
+	if got := dial(t, addr).Do("PING"); got != "+PONG\r\n" {
 		t.Fatalf("PING = %q", got)
 	}
 }
@@ -437,11 +381,11 @@ func TestUpstreamFailureText(t *testing.T) {
 	up.fail = fmt.Errorf("dial tcp 10.1.2.3:6379: connect: connection refused (user secret)")
 	_, addr := startServer(t, up, Config{})
 	c := dial(t, addr)
-	got := c.do("GET", "k")
+	got := c.Do("GET", "k")
 	if got != "-TRYAGAIN upstream unavailable\r\n" {
 		t.Fatalf("got %q", got)
 	}
-	if got := c.do("PING"); got != "+PONG\r\n" {
+	if got := c.Do("PING"); got != "+PONG\r\n" {
 		t.Fatalf("local commands must work while the upstream is down: %q", got)
 	}
 }
@@ -453,7 +397,7 @@ func TestShutdownDrains(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	c := dial(t, ln.Addr().String())
-	if got := c.do("SET", "a", "1"); got != "+OK\r\n" {
+	if got := c.Do("SET", "a", "1"); got != "+OK\r\n" {
 		t.Fatal(got)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -464,7 +408,7 @@ func TestShutdownDrains(t *testing.T) {
 	if err := <-done; err != ErrServerClosed {
 		t.Fatalf("Serve returned %v", err)
 	}
-	if !c.closed() {
+	if !c.Closed() {
 		t.Fatal("idle client should be closed by Shutdown")
 	}
 	if srv.Ready() {

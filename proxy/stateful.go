@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -287,17 +286,6 @@ func (s *session) blocking(args [][]byte) {
 // subscribed is the number of channels and patterns the session listens to.
 func (s *session) subscribed() int { return len(s.channels) + len(s.patterns) }
 
-// pushHeader starts a pub/sub frame: a push in RESP3, an array in RESP2.
-func (s *session) pushHeader(n int) {
-	if s.proto == 3 {
-		s.out = append(s.out, '>')
-		s.out = strconv.AppendInt(s.out, int64(n), 10)
-		s.out = append(s.out, '\r', '\n')
-		return
-	}
-	s.array(n)
-}
-
 func (s *session) subReply(kind string, name *string) {
 	s.pushHeader(3)
 	s.bulkString(kind)
@@ -451,31 +439,23 @@ func cmdUnsubscribe(s *session, args [][]byte) {
 // deliver writes one published message, unless the session has stopped
 // listening to it (a message can cross an UNSUBSCRIBE on the wire).
 func (s *session) deliver(m batch.Message) {
-	switch m.Kind {
-	case "message":
-		if !s.channels[m.Channel] {
-			return
-		}
-		mark := len(s.out)
-		s.pushHeader(3)
-		s.bulkString("message")
-		s.bulkString(m.Channel)
-		s.bulkString(m.Payload)
-		s.writeRaw(s.out[mark:])
-		s.out = s.out[:mark]
-	case "pmessage":
-		if !s.patterns[m.Pattern] {
-			return
-		}
-		mark := len(s.out)
-		s.pushHeader(4)
-		s.bulkString("pmessage")
-		s.bulkString(m.Pattern)
-		s.bulkString(m.Channel)
-		s.bulkString(m.Payload)
-		s.writeRaw(s.out[mark:])
-		s.out = s.out[:mark]
+	switch {
+	case m.Kind == "message" && s.channels[m.Channel]:
+		s.push("message", m.Channel, m.Payload)
+	case m.Kind == "pmessage" && s.patterns[m.Pattern]:
+		s.push("pmessage", m.Pattern, m.Channel, m.Payload)
 	}
+}
+
+// push writes one pub/sub frame straight to the client's output.
+func (s *session) push(fields ...string) {
+	mark := len(s.out)
+	s.pushHeader(len(fields))
+	for _, f := range fields {
+		s.bulkString(f)
+	}
+	s.writeRaw(s.out[mark:])
+	s.out = s.out[:mark]
 }
 
 // subscriberModeAllows is Redis's rule for RESP2 clients with subscriptions.
