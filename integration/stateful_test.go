@@ -285,24 +285,21 @@ func TestBlockingCommands(t *testing.T) {
 	if _, err := c.BLPop(ctx, 100*time.Millisecond, "q:empty").Result(); !errors.Is(err, redis.Nil) {
 		t.Fatalf("BLPOP timeout: %v", err)
 	}
-	raw := dialRaw(t, p.Addr)
-	raw.Send(encode("BLPOP", "q:gone", "0"))
-	if !eventuallyBlocked(direct, 1) {
-		t.Fatal("the BLPOP never blocked upstream")
-	}
-	raw.NC.Close()
-	if !eventuallyBlocked(direct, 0) {
-		t.Fatal("the upstream call was not cancelled when its client left")
-	}
-	// A client that pipelined more after BLPOP and then leaves still cancels it.
-	raw3 := dialRaw(t, p.Addr)
-	raw3.Send(encode("BLPOP", "q:gone2", "0") + encode("PING"))
-	if !eventuallyBlocked(direct, 1) {
-		t.Fatal("the second BLPOP never blocked upstream")
-	}
-	raw3.NC.Close()
-	if !eventuallyBlocked(direct, 0) {
-		t.Fatal("a client that pipelined after BLPOP and left did not cancel it")
+	// A client that leaves cancels its call, also when it pipelined more
+	// commands after the BLPOP.
+	for _, req := range []string{
+		encode("BLPOP", "q:gone", "0"),
+		encode("BLPOP", "q:gone2", "0") + encode("PING"),
+	} {
+		raw := dialRaw(t, p.Addr)
+		raw.Send(req)
+		if !eventuallyBlocked(direct, 1) {
+			t.Fatalf("%q never blocked upstream", req)
+		}
+		raw.NC.Close()
+		if !eventuallyBlocked(direct, 0) {
+			t.Fatalf("%q: the upstream call was not cancelled when its client left", req)
+		}
 	}
 	// A pipelined command after BLPOP is answered after it, in order.
 	raw2 := dialRaw(t, p.Addr)
