@@ -189,3 +189,16 @@ func BenchmarkUpstream(b *testing.B) {
 	st := up.Stats()
 	b.ReportMetric(float64(st.Commands)/float64(st.RoundTrips), "cmds/roundtrip")
 }
+
+func TestParseInfo(t *testing.T) {
+	info := "# Memory\r\nused_memory:1048576\r\nmaxmemory:2097152\r\n# Stats\r\nevicted_keys:42\r\n" +
+		"# Replication\r\nrole:master\r\nslave0:ip=10.0.0.1,port=6379,state=online,offset=10,lag=3\r\nslave1:ip=x,port=1,state=online,offset=9,lag=7\r\n" +
+		"# Keyspace\r\ndb0:keys=100,expires=5,avg_ttl=0\r\ndb1:keys=2,expires=0,avg_ttl=0\r\n"
+	h := parseInfo(info)
+	if h.UsedMemory != 1<<20 || h.MaxMemory != 2<<20 || h.EvictedKeys != 42 || h.Role != "master" || h.ReplicationLag != 7 || h.Keys != 102 {
+		t.Fatalf("parseInfo = %+v", h)
+	}
+	if h := parseInfo("role:slave\r\nmaster_last_io_seconds_ago:4\r\n"); h.Role != "slave" || h.ReplicationLag != 4 {
+		t.Fatalf("replica: %+v", h)
+	}
+}

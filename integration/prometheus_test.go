@@ -47,7 +47,7 @@ func TestRealPrometheusScrapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: metrics.Handler(reg, p.Srv.Ready)}
+	hs := &http.Server{Handler: metrics.Handler(reg, p.Srv.Ready, nil)}
 	go hs.Serve(mln)
 	defer hs.Close()
 

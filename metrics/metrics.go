@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"encoding/json"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -119,6 +120,41 @@ func (m *Metrics) RegisterUpstream(fn func() UpstreamStats) {
 	)
 }
 
+// UpstreamHealth is what the upstream's INFO said at the last poll.
+type UpstreamHealth struct {
+	OK              bool
+	UsedMemory      int64
+	MaxMemory       int64
+	Keys            int64
+	EvictedKeys     int64
+	EvictionsPerMin float64
+	ReplicationLag  int64
+}
+
+// RegisterUpstreamHealth exports the upstream's memory, keys, evictions and
+// replication lag, read from fn (the INFO poller's last result) at scrape time.
+func (m *Metrics) RegisterUpstreamHealth(fn func() UpstreamHealth) {
+	g := func(name, help string, v func(UpstreamHealth) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help},
+			func() float64 { return v(fn()) })
+	}
+	m.reg.MustRegister(
+		g("upstream_up", "1 if the last INFO poll of the upstream succeeded.", func(h UpstreamHealth) float64 {
+			if h.OK {
+				return 1
+			}
+			return 0
+		}),
+		g("upstream_used_memory_bytes", "Upstream used_memory at the last INFO poll.", func(h UpstreamHealth) float64 { return float64(h.UsedMemory) }),
+		g("upstream_maxmemory_bytes", "Upstream maxmemory (0: no limit).", func(h UpstreamHealth) float64 { return float64(h.MaxMemory) }),
+		g("upstream_keys", "Keys in the upstream's keyspace.", func(h UpstreamHealth) float64 { return float64(h.Keys) }),
+		g("upstream_eviction_rate_per_minute", "Keys the upstream evicted per minute between the last two polls.", func(h UpstreamHealth) float64 { return h.EvictionsPerMin }),
+		g("upstream_replication_lag_seconds", "The largest replica lag the upstream reports.", func(h UpstreamHealth) float64 { return float64(h.ReplicationLag) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_evicted_keys_total",
+			Help: "The upstream's evicted_keys counter."}, func() float64 { return float64(fn().EvictedKeys) }),
+	)
+}
+
 // Command returns the observer of one command. Its counter series are
 // created on first use, so /metrics lists only commands that were used.
 func (m *Metrics) Command(name, kind string) proxy.CommandObserver {
@@ -175,9 +211,10 @@ func (m *Metrics) Rejected(reason string) { m.rejected.WithLabelValues(reason).I
 // Panic counts a recovered panic.
 func (m *Metrics) Panic() { m.panics.Inc() }
 
-// Handler serves /metrics, /healthz (the process is alive) and /readyz (200
-// while accepting clients, 503 once draining has begun).
-func Handler(reg *prometheus.Registry, ready func() bool) http.Handler {
+// Handler serves /metrics, /healthz (the process is alive), /readyz (200
+// while accepting clients, 503 once draining has begun) and, when
+// redisHealth is not nil, /health/redis (its value as JSON).
+func Handler(reg *prometheus.Registry, ready func() bool, redisHealth func() any) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -190,5 +227,11 @@ func Handler(reg *prometheus.Registry, ready func() bool) http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	if redisHealth != nil {
+		mux.HandleFunc("GET /health/redis", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(redisHealth())
+		})
+	}
 	return mux
 }

@@ -35,7 +35,7 @@ func TestEndpoints(t *testing.T) {
 	m.ConnOpened()
 	m.Rejected("protocol")
 	ready := true
-	h := Handler(reg, func() bool { return ready })
+	h := Handler(reg, func() bool { return ready }, nil)
 
 	code, body := get(t, h, "/metrics")
 	for _, want := range []string{

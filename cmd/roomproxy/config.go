@@ -28,6 +28,8 @@ type config struct {
 	MaxBlocking     int
 	PubSubPing      time.Duration
 	ScriptsEnabled  bool
+	InfoInterval    time.Duration
+	EvictionAlert   int
 	MetricsAddr     string
 	LogLevel        string
 	LogFormat       string
@@ -128,6 +130,8 @@ func settings(c *config) []setting {
 		{"MAX_BLOCKING", "128", "dedicated upstream connections per RESP version for blocking commands and WATCH", num(&c.MaxBlocking, 1)},
 		{"PUBSUB_PING_INTERVAL", "30s", "PING an idle subscription connection this often to detect a dead upstream (billed; 0 turns it off)", dur(&c.PubSubPing)},
 		{"SCRIPTS_ENABLED", "true", "forward EVAL, EVALSHA, SCRIPT LOAD|EXISTS, FCALL; false refuses them with -NOPERM", boolean(&c.ScriptsEnabled)},
+		{"UPSTREAM_INFO_INTERVAL", "15s", "how often the upstream's INFO is polled for memory, keys and evictions (one billed command each)", dur(&c.InfoInterval)},
+		{"EVICTION_ALERT_PER_MIN", "100", "log a warning when the upstream evicts more keys per minute than this (0: never)", num(&c.EvictionAlert, 0)},
 		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz and /readyz (empty: off)", str(&c.MetricsAddr)},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"LOG_FORMAT", "", "json or text (default: json with REDIS_URL set, text without)", oneOf(&c.LogFormat, "", "json", "text")},
@@ -207,6 +211,9 @@ func (c *config) validate() error {
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			return errors.New("REDIS_URL: want redis://host:port or rediss://user:password@host:port")
 		}
+	}
+	if c.InfoInterval < time.Second {
+		return errors.New("UPSTREAM_INFO_INTERVAL: must be at least 1s (each poll is billed)")
 	}
 	if c.RedisTimeout == 0 {
 		return errors.New("REDIS_TIMEOUT_MS: must be above 0")

@@ -124,6 +124,13 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		return err
 	}
 
+	mon := up.StartMonitor(backend.MonitorConfig{Interval: cfg.InfoInterval, AlertPerMin: float64(cfg.EvictionAlert), Logger: log})
+	defer mon.Stop()
+	m.RegisterUpstreamHealth(func() metrics.UpstreamHealth {
+		h := mon.Health()
+		return metrics.UpstreamHealth{OK: h.OK, UsedMemory: h.UsedMemory, MaxMemory: h.MaxMemory, Keys: h.Keys,
+			EvictedKeys: h.EvictedKeys, EvictionsPerMin: h.EvictionsPerMin, ReplicationLag: h.ReplicationLag}
+	})
 	m.RegisterUpstream(func() metrics.UpstreamStats {
 		s := up.Stats()
 		return metrics.UpstreamStats{Commands: s.Commands, RoundTrips: s.RoundTrips, Failures: s.Failures, Conns: s.Conns + s.StreamConns + s.Lanes}
@@ -157,6 +164,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				{"upstream_streaming", boolDigit(s.Streaming)},
 				{"upstream_dedicated_connections", strconv.Itoa(s.Lanes)},
 				{"upstream_dials", strconv.FormatInt(s.Dials, 10)},
+				{"upstream_used_memory", strconv.FormatInt(mon.Health().UsedMemory, 10)},
+				{"upstream_keys", strconv.FormatInt(mon.Health().Keys, 10)},
+				{"upstream_evicted_keys", strconv.FormatInt(mon.Health().EvictedKeys, 10)},
+				{"upstream_evictions_per_minute", strconv.FormatFloat(mon.Health().EvictionsPerMin, 'f', 1, 64)},
 			}
 		}}},
 	})
@@ -174,7 +185,14 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 			up.Close()
 			return fmt.Errorf("METRICS_ADDR: %w", err)
 		}
-		var h http.Handler = metrics.Handler(reg, srv.Ready)
+		var h http.Handler = metrics.Handler(reg, srv.Ready, func() any {
+			return map[string]any{
+				"upstream": mon.Health(),
+				// Not built yet: reported as such rather than invented.
+				"breaker": "not built",
+				"mongodb": map[string]any{"configured": false},
+			}
+		})
 		if cfg.Pprof {
 			mux := http.NewServeMux()
 			mux.Handle("/", h)

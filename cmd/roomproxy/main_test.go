@@ -111,7 +111,7 @@ func TestZeroConfiguration(t *testing.T) {
 		t.Fatalf("GET = %q, %v", v, err)
 	}
 	c.Close()
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/health/redis"} {
 		resp, err := http.Get("http://" + addrs["metrics"] + path)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("GET %s: %v %v", path, err, resp)
@@ -120,6 +120,9 @@ func TestZeroConfiguration(t *testing.T) {
 		resp.Body.Close()
 		if path == "/metrics" && !strings.Contains(string(body), `roomproxy_commands_total{cmd="set",outcome="ok"} 1`) {
 			t.Errorf("/metrics lacks the SET count:\n%s", body)
+		}
+		if path == "/health/redis" && !strings.Contains(string(body), `"used_memory_bytes"`) {
+			t.Errorf("/health/redis: %s", body)
 		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
