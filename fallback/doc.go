@@ -5,8 +5,8 @@
 // document per room with its keys by type and a version that only increases
 // and guards every write.
 //
-// The proxy does not use it yet: wiring rooms through it (write-through,
-// read-through, warm-up, ROOM.*) is the rooms issue's remaining work.
+// The rooms package writes lifecycle changes through it and answers ROOM.*
+// from it; read-through and warm-up are still to come.
 //
 // Concurrency: both stores are safe for concurrent use. Mongo serialises
 // writes per room with striped mutexes; Embedded relies on bbolt's single

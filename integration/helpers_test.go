@@ -26,6 +26,12 @@ type proxyUnderTest struct {
 }
 
 func startProxy(t *testing.T, bcfg backend.Config, pcfg proxy.Config) *proxyUnderTest {
+	return startProxyWith(t, bcfg, func(*backend.Upstream) proxy.Config { return pcfg })
+}
+
+// startProxyWith builds the proxy's configuration once the upstream exists
+// (the room manager needs it).
+func startProxyWith(t *testing.T, bcfg backend.Config, mk func(*backend.Upstream) proxy.Config) *proxyUnderTest {
 	t.Helper()
 	if bcfg.Timeout == 0 {
 		bcfg.Timeout = 2 * time.Second
@@ -34,7 +40,7 @@ func startProxy(t *testing.T, bcfg backend.Config, pcfg proxy.Config) *proxyUnde
 	if err != nil {
 		t.Fatalf("backend.New: %v", err)
 	}
-	srv := proxy.New(wiring.Upstream(up), pcfg)
+	srv := proxy.New(wiring.Upstream(up), mk(up))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/rooms"
 	"github.com/tidwall/redcon"
 )
 
@@ -132,6 +133,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Observer Observer
 	Info     []InfoSection
+	// Rooms applies the room rules to writes of room keys and answers ROOM.*;
+	// nil turns rooms off (keys are forwarded like any other).
+	Rooms *rooms.Manager
 	// DisableScripts refuses EVAL, EVALSHA, SCRIPT, FCALL and FUNCTION with
 	// -NOPERM (SCRIPTS_ENABLED=false).
 	DisableScripts bool

@@ -64,6 +64,7 @@ type session struct {
 	tx          txState
 	lane        Lane     // pinned by WATCH, or held for a blocking command
 	forwardNext [][]byte // set by a local handler: forward this as the command's own reply
+	afterDrain  []func() // run once the current batch has reached the upstream (room locks)
 
 	sub        Subscriber // from the first SUBSCRIBE on
 	channels   map[string]bool
@@ -320,6 +321,8 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 		}
 	case blocks(sp, args):
 		s.blocking(args)
+	case f&FlagWrite != 0 && s.srv.cfg.Rooms != nil && s.touchesRoom(sp, args):
+		s.roomWrite(sp, args, sl)
 	default:
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
 	}
@@ -356,6 +359,11 @@ func (s *session) drain() {
 		}
 	}
 	elapsed := time.Since(s.batchStart)
+	for _, unlock := range s.afterDrain {
+		unlock()
+	}
+	clear(s.afterDrain)
+	s.afterDrain = s.afterDrain[:0]
 	for i := range s.slots {
 		sl := &s.slots[i]
 		if sl.hidden {

@@ -117,6 +117,23 @@ func (sp *Spec) kind() string {
 	return "other"
 }
 
+// keys returns the keys of a command from its key positions (Redis's
+// first, last, step); commands whose keys are not positional have none here.
+func (sp *Spec) keys(args [][]byte) [][]byte {
+	if sp.First <= 0 || sp.Step <= 0 {
+		return nil
+	}
+	last := sp.Last
+	if last < 0 {
+		last += len(args)
+	}
+	var keys [][]byte
+	for i := sp.First; i <= last && i < len(args); i += sp.Step {
+		keys = append(keys, args[i])
+	}
+	return keys
+}
+
 // arityOK applies Redis's arity rule to argc (the command name included).
 func (sp *Spec) arityOK(argc int) bool {
 	if sp.Arity >= 0 {
@@ -142,6 +159,7 @@ var (
 		"client|no-touch": cmdClientFlag, "client|reply": cmdClientReply,
 		"multi": cmdMulti, "exec": cmdExec, "discard": cmdDiscard,
 		"watch": cmdWatch, "unwatch": cmdUnwatch,
+		"room.get": cmdRoomGet, "room.list": cmdRoomList, "room.ttl": cmdRoomTTL, "room.flush": cmdRoomFlush,
 		"subscribe": cmdSubscribe, "psubscribe": cmdSubscribe,
 		"unsubscribe": cmdUnsubscribe, "punsubscribe": cmdUnsubscribe,
 	}
@@ -173,6 +191,14 @@ var newerSubcommands = map[string][]redisCommand{
 	},
 }
 
+// roomCommands are roomproxy's own commands (SPEC 4.6), listed by COMMAND.
+var roomCommands = []redisCommand{
+	{Name: "room.flush", Arity: 2, Flags: []string{"write", "fast"}, Categories: []string{"@write", "@fast"}},
+	{Name: "room.get", Arity: 2, Flags: []string{"readonly", "fast"}, Categories: []string{"@read", "@fast"}},
+	{Name: "room.list", Arity: -1, Flags: []string{"readonly"}, Categories: []string{"@read", "@slow"}},
+	{Name: "room.ttl", Arity: 3, Flags: []string{"write", "fast"}, Categories: []string{"@write", "@fast"}},
+}
+
 // NewTable builds the command table from Redis's own description of its
 // commands and roomproxy's policy.
 func NewTable() *Table {
@@ -181,6 +207,9 @@ func NewTable() *Table {
 		if extra := newerSubcommands[rc.Name]; extra != nil {
 			rc.Subcommands = append(slices.Clone(rc.Subcommands), extra...)
 		}
+		t.register(newSpec(rc, nil))
+	}
+	for _, rc := range roomCommands {
 		t.register(newSpec(rc, nil))
 	}
 	slices.Sort(t.names)
@@ -266,3 +295,5 @@ func sortedKeys(m map[string]*Spec) []string {
 	slices.Sort(ks)
 	return ks
 }
+
+func sortStrings(s []string) { slices.Sort(s) }

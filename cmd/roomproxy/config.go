@@ -30,6 +30,16 @@ type config struct {
 	ScriptsEnabled  bool
 	InfoInterval    time.Duration
 	EvictionAlert   int
+
+	MongoURL        string
+	MongoDB         string
+	MongoRetention  time.Duration
+	RoomStorePath   string
+	RoomPrefix      string
+	RoomStatusField string
+	TTLActive       time.Duration
+	TTLWaiting      time.Duration
+	RoomMaxBytes    int
 	MetricsAddr     string
 	LogLevel        string
 	LogFormat       string
@@ -94,6 +104,16 @@ func settings(c *config) []setting {
 			return nil
 		}
 	}
+	secs := func(p *time.Duration) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("%q is not a positive number of seconds", v)
+			}
+			*p = time.Duration(n) * time.Second
+			return nil
+		}
+	}
 	boolean := func(p *bool) func(string) error {
 		return func(v string) error {
 			b, err := strconv.ParseBool(v)
@@ -132,6 +152,15 @@ func settings(c *config) []setting {
 		{"SCRIPTS_ENABLED", "true", "forward EVAL, EVALSHA, SCRIPT LOAD|EXISTS, FCALL; false refuses them with -NOPERM", boolean(&c.ScriptsEnabled)},
 		{"UPSTREAM_INFO_INTERVAL", "15s", "how often the upstream's INFO is polled for memory, keys and evictions (one billed command each)", dur(&c.InfoInterval)},
 		{"EVICTION_ALERT_PER_MIN", "100", "log a warning when the upstream evicts more keys per minute than this (0: never)", num(&c.EvictionAlert, 0)},
+		{"MONGO_URL", "", "MongoDB for the room store (mongodb://...); empty: an embedded on-disk store at ROOM_STORE_PATH", str(&c.MongoURL)},
+		{"MONGO_DB", "roomproxy", "MongoDB database of the rooms collection", str(&c.MongoDB)},
+		{"MONGO_COMPLETED_RETENTION", "168h", "how long completed rooms are kept in the store", dur(&c.MongoRetention)},
+		{"ROOM_STORE_PATH", "roomproxy-rooms.db", "file of the embedded room store (without MONGO_URL)", str(&c.RoomStorePath)},
+		{"ROOM_KEY_PREFIX", "room:", "keys with this prefix belong to rooms", str(&c.RoomPrefix)},
+		{"ROOM_STATUS_FIELD", "status", "the field of a room's state document that holds its status", str(&c.RoomStatusField)},
+		{"REDIS_TTL_ACTIVE_GAME", "3600", "TTL of every key of an active room, in seconds", secs(&c.TTLActive)},
+		{"REDIS_TTL_WAITING_ROOM", "1800", "TTL of every key of a waiting room, in seconds", secs(&c.TTLWaiting)},
+		{"ROOM_MAX_BYTES", "1048576", "largest room state document read for its status", num(&c.RoomMaxBytes, 1024)},
 		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz and /readyz (empty: off)", str(&c.MetricsAddr)},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"LOG_FORMAT", "", "json or text (default: json with REDIS_URL set, text without)", oneOf(&c.LogFormat, "", "json", "text")},
@@ -211,6 +240,9 @@ func (c *config) validate() error {
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			return errors.New("REDIS_URL: want redis://host:port or rediss://user:password@host:port")
 		}
+	}
+	if c.RoomPrefix == "" {
+		return errors.New("ROOM_KEY_PREFIX: must not be empty")
 	}
 	if c.InfoInterval < time.Second {
 		return errors.New("UPSTREAM_INFO_INTERVAL: must be at least 1s (each poll is billed)")

@@ -23,9 +23,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/roomproxy/roomproxy/backend"
+	"github.com/roomproxy/roomproxy/fallback"
 	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/metrics"
+	"github.com/roomproxy/roomproxy/policy"
 	"github.com/roomproxy/roomproxy/proxy"
+	"github.com/roomproxy/roomproxy/rooms"
 )
 
 func main() {
@@ -75,6 +78,26 @@ func pubsubPing(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// openStore opens the room store: MongoDB with MONGO_URL, else the embedded
+// on-disk store.
+func openStore(cfg *config, log *slog.Logger) (fallback.Store, error) {
+	if cfg.MongoURL == "" {
+		st, err := fallback.OpenEmbedded(cfg.RoomStorePath)
+		if err != nil {
+			return nil, fmt.Errorf("ROOM_STORE_PATH: %w", err)
+		}
+		log.Warn("room store: embedded on-disk store (MONGO_URL is not set); set MONGO_URL for production", "path", cfg.RoomStorePath)
+		return st, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	st, err := fallback.OpenMongo(ctx, fallback.MongoConfig{URL: cfg.MongoURL, DB: cfg.MongoDB, Retention: cfg.MongoRetention})
+	if err != nil {
+		return nil, errors.New("MONGO_URL: cannot reach MongoDB or create the rooms indexes")
+	}
+	return st, nil
 }
 
 func boolDigit(b bool) string {
@@ -135,7 +158,19 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		s := up.Stats()
 		return metrics.UpstreamStats{Commands: s.Commands, RoundTrips: s.RoundTrips, Failures: s.Failures, Conns: s.Conns + s.StreamConns + s.Lanes}
 	})
+	store, err := openStore(cfg, log)
+	if err != nil {
+		up.Close()
+		return err
+	}
+	defer store.Close()
+	rules := policy.DefaultRules()
+	rules.Prefix, rules.StatusField = cfg.RoomPrefix, cfg.RoomStatusField
+	rules.TTLActive, rules.TTLWaiting, rules.MaxBytes = cfg.TTLActive, cfg.TTLWaiting, cfg.RoomMaxBytes
+	roomMgr := rooms.New(rules, store, wiring.Exec(up), nil)
+
 	srv := proxy.New(wiring.Upstream(up), proxy.Config{
+		Rooms:          roomMgr,
 		Password:       cfg.ProxyPassword,
 		DisableScripts: !cfg.ScriptsEnabled,
 		Logger:         log,
@@ -186,11 +221,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 			return fmt.Errorf("METRICS_ADDR: %w", err)
 		}
 		var h http.Handler = metrics.Handler(reg, srv.Ready, func() any {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
 			return map[string]any{
 				"upstream": mon.Health(),
 				// Not built yet: reported as such rather than invented.
 				"breaker": "not built",
-				"mongodb": map[string]any{"configured": false},
+				"room_store": map[string]any{
+					"kind":      map[bool]string{true: "mongodb", false: "embedded"}[cfg.MongoURL != ""],
+					"reachable": store.Ping(ctx) == nil,
+				},
 			}
 		})
 		if cfg.Pprof {

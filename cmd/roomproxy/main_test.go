@@ -71,6 +71,7 @@ func TestZeroConfiguration(t *testing.T) {
 	// Ports 0 so that tests never collide; everything else is the default.
 	cmd := exec.CommandContext(ctx, bin, "-proxy-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Dir = t.TempDir() // the embedded room store's file goes there
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

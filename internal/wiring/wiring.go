@@ -9,7 +9,9 @@ import (
 	"context"
 
 	"github.com/roomproxy/roomproxy/backend"
+	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/proxy"
+	"github.com/roomproxy/roomproxy/rooms"
 )
 
 // Upstream presents a backend.Upstream as a proxy.Upstream.
@@ -26,3 +28,18 @@ func (u upstream) Lane(ctx context.Context, proto int) (proxy.Lane, error) {
 }
 
 func (u upstream) Subscriber(proto int) proxy.Subscriber { return u.NewSubscriber(proto) }
+
+// Exec runs commands upstream over RESP2 in one round trip and waits for
+// them: what the room manager uses to read and expire room keys.
+func Exec(u *backend.Upstream) rooms.Exec {
+	return func(_ context.Context, cmds [][][]byte) []batch.Reply {
+		b := batch.New()
+		b.Reset(2)
+		for _, c := range cmds {
+			b.Add(c, false)
+		}
+		u.Submit(b)
+		b.Wait()
+		return b.Replies
+	}
+}

@@ -1,0 +1,177 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/roomproxy/roomproxy/backend"
+	"github.com/roomproxy/roomproxy/fallback"
+	"github.com/roomproxy/roomproxy/internal/testmongo"
+	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/roomproxy/roomproxy/internal/wiring"
+	"github.com/roomproxy/roomproxy/policy"
+	"github.com/roomproxy/roomproxy/proxy"
+	"github.com/roomproxy/roomproxy/rooms"
+)
+
+// roomsSetup is redis-server + FerretDB + roomproxy with rooms on.
+func roomsSetup(t *testing.T) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
+	return roomsSetupTimeout(t, 3*time.Second)
+}
+
+func roomsSetupTimeout(t *testing.T, storeTimeout time.Duration) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
+	t.Helper()
+	r := testredis.Start(t, testredis.Options{})
+	mdb := testmongo.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	store, err := fallback.OpenMongo(ctx, fallback.MongoConfig{URL: mdb.URL, DB: "rooms_it", Timeout: storeTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	p := startProxyWith(t, backend.Config{URL: r.URL()}, func(up *backend.Upstream) proxy.Config {
+		return proxy.Config{Rooms: rooms.New(policy.DefaultRules(), store, wiring.Exec(up), nil)}
+	})
+	return p, r, store, mdb
+}
+
+func ttlWithin(t *testing.T, c *redis.Client, key string, lo, hi time.Duration) {
+	t.Helper()
+	ttl, err := c.TTL(context.Background(), key).Result()
+	if err != nil || ttl <= lo || ttl > hi {
+		t.Fatalf("TTL %s = %v (%v), want in (%v, %v]", key, ttl, err, lo, hi)
+	}
+}
+
+// TestRoomLifecycle is the rooms issue's first demonstration, through the
+// proxy with a real redis-server and a MongoDB-wire server.
+func TestRoomLifecycle(t *testing.T) {
+	p, r, store, _ := roomsSetup(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+
+	if err := c.Set(ctx, "room:r1", `{"status":"waiting"}`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ttlWithin(t, direct, "room:r1", 1790*time.Second, 1800*time.Second)
+	c.HSet(ctx, "room:r1:players", "p1", "x")
+	ttlWithin(t, direct, "room:r1:players", 1790*time.Second, 1800*time.Second)
+
+	if err := c.Set(ctx, "room:r1", `{"status":"active","round":1}`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ttlWithin(t, direct, "room:r1", 3590*time.Second, 3600*time.Second)
+	ttlWithin(t, direct, "room:r1:players", 3590*time.Second, 3600*time.Second)
+	got, found, err := store.Get(ctx, "r1")
+	if err != nil || !found || got.Status != "active" || got.Version != 2 || string(got.Keys["room:r1:players"].Hash["p1"]) != "x" {
+		t.Fatalf("store after active: %+v %v %v", got, found, err)
+	}
+	// A state write keeps the state: no new version.
+	c.HSet(ctx, "room:r1:players", "p2", "y")
+	if got, _, _ := store.Get(ctx, "r1"); got.Version != 2 {
+		t.Fatalf("a state write made a new version: %d", got.Version)
+	}
+
+	if err := c.Set(ctx, "room:r1", `{"status":"completed","winner":"p2"}`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := direct.Exists(ctx, "room:r1", "room:r1:players", rooms.IndexKey("r1")).Result(); n != 0 {
+		t.Fatalf("%d keys of the completed room are still in Redis", n)
+	}
+	got, _, _ = store.Get(ctx, "r1")
+	if got.Status != "completed" || got.CompletedAt.IsZero() || !strings.Contains(string(got.Keys["room:r1"].String), "winner") ||
+		string(got.Keys["room:r1:players"].Hash["p2"]) != "y" {
+		t.Fatalf("final state in the store: %+v", got)
+	}
+	v, err := c.Do(ctx, "ROOM.GET", "r1").Result()
+	m, ok := v.(map[interface{}]interface{})
+	if err != nil || !ok || m["status"] != "completed" {
+		t.Fatalf("ROOM.GET r1 = %#v, %v", v, err)
+	}
+
+	c.Set(ctx, "room:r2", `{"status":"playing"}`, 0)
+	list, err := c.Do(ctx, "ROOM.LIST").StringSlice()
+	if err != nil || len(list) != 1 || list[0] != "r2" {
+		t.Fatalf("ROOM.LIST = %v, %v", list, err)
+	}
+	if n, err := c.Do(ctx, "ROOM.TTL", "r2", "100").Int(); err != nil || n != 1 {
+		t.Fatalf("ROOM.TTL = %d, %v", n, err)
+	}
+	ttlWithin(t, direct, "room:r2", 90*time.Second, 100*time.Second)
+	// The client's own shorter TTL stands.
+	c.Set(ctx, "room:r2:timer", "t", 5*time.Second)
+	ttlWithin(t, direct, "room:r2:timer", 0, 5*time.Second)
+}
+
+// TestLifecycleWriteWithoutStore: with MongoDB gone, a lifecycle write gets
+// an error, never +OK, and Redis is not ahead of MongoDB.
+func TestLifecycleWriteWithoutStore(t *testing.T) {
+	p, r, _, mdb := roomsSetupTimeout(t, time.Second)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+	defer c.Close()
+	mdb.Stop()
+	err := c.Set(ctx, "room:down", `{"status":"waiting"}`, 0).Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN room store unavailable") {
+		t.Fatalf("lifecycle write with MongoDB down: %v", err)
+	}
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	if n, _ := direct.Exists(ctx, "room:down").Result(); n != 0 {
+		t.Fatal("Redis holds a lifecycle write MongoDB refused")
+	}
+	if err := c.Set(ctx, "plain", "still works", 0).Err(); err != nil {
+		t.Fatalf("non-room write: %v", err)
+	}
+}
+
+// TestConcurrentLifecycleWriters: eight clients change one room's state at
+// once; the stored version only grows, and the store ends equal to Redis.
+func TestConcurrentLifecycleWriters(t *testing.T) {
+	p, r, store, _ := roomsSetup(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := 0
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := redis.NewClient(&redis.Options{Addr: p.Addr})
+			defer c.Close()
+			for i := range 5 {
+				st := []string{"waiting", "active"}[(w+i)%2]
+				if c.Set(ctx, "room:race", fmt.Sprintf(`{"status":%q,"by":%d,"i":%d}`, st, w, i), 0).Err() == nil {
+					mu.Lock()
+					acked++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got, _, err := store.Get(ctx, "race")
+	if err != nil || got.Version < 1 || got.Version > int64(acked) {
+		t.Fatalf("version %d after %d acknowledged writes (%v)", got.Version, acked, err)
+	}
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	inRedis, _ := direct.Get(ctx, "room:race").Result()
+	if string(got.Keys["room:race"].String) != inRedis {
+		// The last lifecycle write is in both; a later state write (same
+		// status) reaches Redis only.
+		s1, _ := policy.DefaultRules().StateFromJSON([]byte(inRedis))
+		if s1.String() != got.Status {
+			t.Fatalf("store %q (%s) vs Redis %q", got.Keys["room:race"].String, got.Status, inRedis)
+		}
+	}
+}

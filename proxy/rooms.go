@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/roomproxy/roomproxy/rooms"
+)
+
+// touchesRoom reports whether a command's keys include a room key; cheap for
+// the common case of no key with the room prefix.
+func (s *session) touchesRoom(sp *Spec, args [][]byte) bool {
+	prefix := s.srv.cfg.Rooms.Rules.Prefix
+	for _, k := range sp.keys(args) {
+		if len(k) > len(prefix) && string(k[:len(prefix)]) == prefix {
+			return true
+		}
+	}
+	return false
+}
+
+// roomWrite carries a write to room keys: a state write is forwarded with the
+// room's TTL and key index in the same pipeline; a lifecycle write is made
+// durable in the room store first, and only then forwarded.
+func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
+	m := s.srv.cfg.Rooms
+	name := sp.Name
+	if sp.parent != nil {
+		name = sp.parent.Name
+	}
+	ctx, cancel := s.upstreamCtx()
+	p, err := m.Plan(ctx, name, args, sp.keys(args))
+	cancel()
+	switch {
+	case errors.Is(err, rooms.ErrStore):
+		s.err("TRYAGAIN room store unavailable: the write was not applied")
+		return
+	case err != nil:
+		s.err("ERR " + err.Error())
+		return
+	}
+	if !p.Lifecycle {
+		sl.fwd = int32(s.batch.Add(args, false))
+		for _, c := range p.After {
+			s.hidden(c)
+		}
+		return
+	}
+	s.drain() // what came before is in Redis before the room is read
+	ctx, cancel = s.upstreamCtx()
+	after, unlock, err := m.Apply(ctx, p)
+	cancel()
+	if err != nil {
+		if errors.Is(err, rooms.ErrStore) {
+			s.err("TRYAGAIN room store unavailable: the write was not applied")
+		} else {
+			s.err(upstreamErrorText(err))
+		}
+		return
+	}
+	sl.fwd = int32(s.batch.Add(args, false))
+	for _, c := range after {
+		s.hidden(c)
+	}
+	s.afterDrain = append(s.afterDrain, unlock)
+}
+
+func (s *session) roomsOff() bool {
+	if s.srv.cfg.Rooms == nil {
+		s.err("ERR rooms are not enabled on this proxy")
+		return true
+	}
+	return false
+}
+
+// cmdRoomGet answers ROOM.GET id from the room store, with the TTL of the
+// room's state key in Redis.
+func cmdRoomGet(s *session, args [][]byte) {
+	if s.roomsOff() {
+		return
+	}
+	m := s.srv.cfg.Rooms
+	ctx, cancel := s.upstreamCtx()
+	defer cancel()
+	room, found, err := m.Store().Get(ctx, string(args[1]))
+	if err != nil {
+		s.err("TRYAGAIN room store unavailable")
+		return
+	}
+	if !found {
+		s.null()
+		return
+	}
+	s.drain()
+	ttl, err := m.KeyTTL(ctx, m.Rules.Prefix+room.ID)
+	if err != nil {
+		ttl = -3 // unknown: the upstream did not answer
+	}
+	names := make([]string, 0, len(room.Keys))
+	for k := range room.Keys {
+		names = append(names, k)
+	}
+	sortStrings(names)
+	s.mapHeader(7)
+	s.bulkString("id")
+	s.bulkString(room.ID)
+	s.bulkString("status")
+	s.bulkString(room.Status)
+	s.bulkString("version")
+	s.integer(room.Version)
+	s.bulkString("ttl")
+	s.integer(ttl)
+	s.bulkString("updated_at_ms")
+	s.integer(room.UpdatedAt.UnixMilli())
+	s.bulkString("source")
+	s.bulkString("store")
+	s.bulkString("keys")
+	s.array(len(names))
+	for _, n := range names {
+		s.bulkString(n)
+	}
+}
+
+// cmdRoomList answers ROOM.LIST [state] [COUNT n]: room ids from the store,
+// active ones by default.
+func cmdRoomList(s *session, args [][]byte) {
+	if s.roomsOff() {
+		return
+	}
+	state, count := "active", 0
+	for i := 1; i < len(args); i++ {
+		a := strings.ToLower(string(args[i]))
+		switch {
+		case a == "count" && i+1 < len(args):
+			n, err := strconv.Atoi(string(args[i+1]))
+			if err != nil || n < 0 {
+				s.err("ERR value is not an integer or out of range")
+				return
+			}
+			count = n
+			i++
+		case a == "waiting" || a == "active" || a == "completed":
+			state = a
+		default:
+			s.err("ERR syntax error")
+			return
+		}
+	}
+	ctx, cancel := s.upstreamCtx()
+	defer cancel()
+	list, err := s.srv.cfg.Rooms.Store().List(ctx, []string{state}, count)
+	if err != nil {
+		s.err("TRYAGAIN room store unavailable")
+		return
+	}
+	s.array(len(list))
+	for _, r := range list {
+		s.bulkString(r.ID)
+	}
+}
+
+// cmdRoomTTL answers ROOM.TTL id seconds: every key of the room gets the TTL.
+func cmdRoomTTL(s *session, args [][]byte) {
+	if s.roomsOff() {
+		return
+	}
+	secs, err := strconv.ParseInt(string(args[2]), 10, 64)
+	if err != nil || secs <= 0 {
+		s.err("ERR value is not an integer or out of range")
+		return
+	}
+	s.drain()
+	ctx, cancel := s.upstreamCtx()
+	defer cancel()
+	n, err := s.srv.cfg.Rooms.TTL(ctx, string(args[1]), secs)
+	if err != nil {
+		s.err(upstreamErrorText(err))
+		return
+	}
+	s.integer(n)
+}
+
+// cmdRoomFlush answers ROOM.FLUSH id. Writes are not debounced yet, so
+// nothing is ever pending: it answers at once.
+func cmdRoomFlush(s *session, _ [][]byte) {
+	if s.roomsOff() {
+		return
+	}
+	s.simple("OK")
+}

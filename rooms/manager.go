@@ -1,0 +1,437 @@
+// Package rooms applies the room rules (policy) to writes that reach the
+// upstream, and keeps rooms durable in the room store (fallback): lifecycle
+// writes go to the store before Redis, every key of a room gets the room's
+// TTL, and a completed room leaves Redis once the store holds it.
+//
+// A room's keys are found through an index set in Redis
+// (roomproxy:keys:{<id>}), maintained in the same pipeline as each write to
+// a room key, so any instance can apply a TTL change to all of them.
+//
+// Concurrency: Manager is safe for concurrent use. Lifecycle writes of one
+// room are serialised by a striped lock held until the client's command has
+// reached Redis; the state cache has its own mutex.
+package rooms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/fallback"
+	"github.com/roomproxy/roomproxy/policy"
+)
+
+// Exec runs commands upstream in one round trip, in order, over RESP2, and
+// returns their replies.
+type Exec func(ctx context.Context, cmds [][][]byte) []batch.Reply
+
+// Manager holds the room rules, the store and the cache of room states.
+type Manager struct {
+	Rules policy.Rules
+	store fallback.Store
+	exec  Exec
+	now   func() time.Time
+
+	locks [256]sync.Mutex // striped by room id: lifecycle writes of one room in order
+
+	mu     sync.Mutex // protects states
+	states map[string]policy.State
+}
+
+// New returns a Manager. now may be nil (time.Now).
+func New(rules policy.Rules, store fallback.Store, exec Exec, now func() time.Time) *Manager {
+	if now == nil {
+		now = time.Now
+	}
+	return &Manager{Rules: rules, store: store, exec: exec, now: now, states: map[string]policy.State{}}
+}
+
+// Store is the room store.
+func (m *Manager) Store() fallback.Store { return m.store }
+
+// IndexKey is the set that lists a room's keys.
+func IndexKey(id string) string { return "roomproxy:keys:{" + id + "}" }
+
+// ErrStore is what a client is told when a lifecycle write cannot be made
+// durable: nothing was written to Redis either.
+var ErrStore = errors.New("room store unavailable: the write was not applied")
+
+// ErrMultiStateKeys refuses MSET-style commands that set a room's state key
+// together with other keys: each state change is written through on its own.
+var ErrMultiStateKeys = errors.New("write a room's state key (room:<id>) with its own command, not inside MSET")
+
+// Plan is what a write to room keys needs.
+type Plan struct {
+	Lifecycle bool
+	ID        string       // the room of a lifecycle write
+	State     policy.State // its state after the write
+	args      [][]byte
+	// After are commands to send right after the client's command, hidden
+	// from the client: TTLs and the key index for a state write.
+	After [][][]byte
+}
+
+// setValue returns the value a SET-family command writes, if it is one.
+func setValue(name string, args [][]byte) ([]byte, bool) {
+	switch name {
+	case "set", "setnx", "getset":
+		return args[2], len(args) > 2
+	case "setex", "psetex":
+		return args[3], len(args) > 3
+	}
+	return nil, false
+}
+
+// clientExpiry reports whether a command sets its key's TTL itself (SET ...
+// EX/PX/EXAT/PXAT/KEEPTTL, SETEX, the EXPIRE family): the client's TTL stands
+// when shorter than the policy's, so roomproxy does not overwrite it.
+func clientExpiry(name string, args [][]byte) bool {
+	switch name {
+	case "setex", "psetex", "expire", "pexpire", "expireat", "pexpireat", "persist", "getex":
+		return true
+	case "set":
+		for _, a := range args[3:] {
+			switch strings.ToLower(string(a)) {
+			case "ex", "px", "exat", "pxat", "keepttl":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// state returns the room's current state: cached, else from the store;
+// existed is false for a room the store does not have (it counts as
+// waiting).
+func (m *Manager) state(ctx context.Context, id string) (s policy.State, existed bool, err error) {
+	m.mu.Lock()
+	s, ok := m.states[id]
+	m.mu.Unlock()
+	if ok {
+		return s, true, nil
+	}
+	room, found, err := m.store.Get(ctx, id)
+	if err != nil {
+		return policy.Waiting, false, err
+	}
+	if !found {
+		return policy.Waiting, false, nil
+	}
+	s, _ = m.Rules.StateOf(room.Status)
+	m.remember(id, s)
+	return s, true, nil
+}
+
+func (m *Manager) remember(id string, s policy.State) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.states) > 1<<20 { // bounded: forget everything rather than grow without end
+		clear(m.states)
+	}
+	m.states[id] = s
+}
+
+// Plan decides how a write command touching room keys is carried. name is
+// the lower-case command name; keys are the command's keys.
+func (m *Manager) Plan(ctx context.Context, name string, args [][]byte, keys [][]byte) (Plan, error) {
+	stateKeys := 0
+	var p Plan
+	for _, k := range keys {
+		if _, state, ok := policy.RoomOf(k, m.Rules.Prefix); ok && state {
+			stateKeys++
+		}
+	}
+	if stateKeys > 0 && len(keys) > 1 {
+		return Plan{}, ErrMultiStateKeys
+	}
+	if stateKeys == 1 {
+		id, _, _ := policy.RoomOf(keys[0], m.Rules.Prefix)
+		before, existed, err := m.state(ctx, string(id))
+		if err != nil {
+			// Whether this write changes the room's state cannot be known:
+			// refuse it rather than risk Redis running ahead of the store.
+			return Plan{}, fmt.Errorf("%w (%v)", ErrStore, err)
+		}
+		after, deleting, changes := m.effect(name, args, before)
+		// Any write to the state key of a room the store does not have
+		// creates the room.
+		if (changes || !existed) && policy.Classify(existed, before, after, deleting) == policy.LifecycleWrite {
+			return Plan{Lifecycle: true, ID: string(id), State: after, args: args}, nil
+		}
+	}
+	// A state write: each key of a room joins its index and gets its TTL.
+	own := clientExpiry(name, args)
+	for _, k := range keys {
+		id, _, ok := policy.RoomOf(k, m.Rules.Prefix)
+		if !ok {
+			continue
+		}
+		s, _, _ := m.state(ctx, string(id)) // store down: the waiting TTL, the shorter one
+		ttl, keep := m.Rules.TTL(s)
+		if !keep {
+			// A late write to a completed room: it must not live for ever.
+			ttl = m.Rules.TTLWaiting
+		}
+		secs := []byte(strconv.FormatInt(int64(ttl/time.Second), 10))
+		idx := []byte(IndexKey(string(id)))
+		p.After = append(p.After, [][]byte{[]byte("SADD"), idx, k}, [][]byte{[]byte("EXPIRE"), idx, secs})
+		if !own {
+			p.After = append(p.After, [][]byte{[]byte("EXPIRE"), k, secs})
+		}
+	}
+	return p, nil
+}
+
+// effect says what a command does to the room's state key: the state after
+// it, whether it deletes the key, and whether it can change the state at all.
+func (m *Manager) effect(name string, args [][]byte, before policy.State) (policy.State, bool, bool) {
+	if v, ok := setValue(name, args); ok {
+		s, _ := m.Rules.StateFromJSON(v)
+		return s, false, true
+	}
+	switch name {
+	case "del", "unlink", "getdel":
+		return policy.Waiting, true, true
+	case "hset", "hmset", "hsetnx":
+		for i := 2; i+1 < len(args); i += 2 {
+			if string(args[i]) == m.Rules.StatusField {
+				s, _ := m.Rules.StateOf(string(args[i+1]))
+				return s, false, true
+			}
+		}
+	case "hdel":
+		for _, f := range args[2:] {
+			if string(f) == m.Rules.StatusField {
+				return policy.Waiting, false, true
+			}
+		}
+	}
+	return before, false, false
+}
+
+// Apply carries out a lifecycle write's durable part: it reads the room from
+// Redis, applies the client's command to that snapshot, and writes it to the
+// store with the next version. It returns the commands to send after the
+// client's command (TTLs, or deleting a completed room's keys) and an unlock
+// function to call once they have reached Redis. On error nothing is held
+// and nothing must be sent.
+func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock func(), err error) {
+	mu := m.lock(p.ID)
+	mu.Lock()
+	defer func() {
+		if err != nil {
+			mu.Unlock()
+		}
+	}()
+	keys, err := m.snapshot(ctx, p.ID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read room %s: %w", p.ID, err)
+	}
+	stateKey := m.Rules.Prefix + p.ID
+	applyToSnapshot(keys, stateKey, strings.ToLower(string(p.args[0])), p.args)
+	room := fallback.Room{ID: p.ID, Status: p.State.String(), Keys: keys, UpdatedAt: m.now()}
+	if p.State == policy.Completed {
+		room.CompletedAt = room.UpdatedAt
+	}
+	for attempt := 0; ; attempt++ {
+		stored, _, gerr := m.store.Get(ctx, p.ID)
+		if gerr != nil {
+			return nil, nil, fmt.Errorf("%w (%v)", ErrStore, gerr)
+		}
+		room.Version = stored.Version + 1
+		err = m.store.Put(ctx, room)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fallback.ErrStale) || attempt == 2 {
+			return nil, nil, fmt.Errorf("%w (%v)", ErrStore, err)
+		}
+	}
+	m.remember(p.ID, p.State)
+	idx := []byte(IndexKey(p.ID))
+	if p.State == policy.Completed {
+		del := [][]byte{[]byte("DEL"), idx}
+		for k := range keys {
+			del = append(del, []byte(k))
+		}
+		if _, ok := keys[stateKey]; !ok {
+			del = append(del, []byte(stateKey))
+		}
+		return [][][]byte{del}, mu.Unlock, nil
+	}
+	ttl, _ := m.Rules.TTL(p.State)
+	secs := []byte(strconv.FormatInt(int64(ttl/time.Second), 10))
+	after = append(after, [][]byte{[]byte("SADD"), idx, []byte(stateKey)}, [][]byte{[]byte("EXPIRE"), idx, secs})
+	for k := range keys {
+		after = append(after, [][]byte{[]byte("EXPIRE"), []byte(k), secs})
+	}
+	if _, ok := keys[stateKey]; !ok {
+		after = append(after, [][]byte{[]byte("EXPIRE"), []byte(stateKey), secs})
+	}
+	return after, mu.Unlock, nil
+}
+
+func (m *Manager) lock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return &m.locks[h.Sum32()%uint32(len(m.locks))]
+}
+
+// snapshot reads every key of the room from Redis, by type.
+func (m *Manager) snapshot(ctx context.Context, id string) (map[string]fallback.Value, error) {
+	stateKey := m.Rules.Prefix + id
+	r := m.exec(ctx, [][][]byte{{[]byte("SMEMBERS"), []byte(IndexKey(id))}})
+	members, err := reply(r[0])
+	if err != nil {
+		return nil, err
+	}
+	names := []string{stateKey}
+	for _, it := range members.items {
+		if string(it.str) != stateKey {
+			names = append(names, string(it.str))
+		}
+	}
+	var typeCmds [][][]byte
+	for _, n := range names {
+		typeCmds = append(typeCmds, [][]byte{[]byte("TYPE"), []byte(n)})
+	}
+	types := m.exec(ctx, typeCmds)
+	var reads [][][]byte
+	var kinds []string
+	var readNames []string
+	for i, t := range types {
+		v, err := reply(t)
+		if err != nil {
+			return nil, err
+		}
+		var cmd [][]byte
+		key := []byte(names[i])
+		switch string(v.str) {
+		case fallback.TypeString:
+			cmd = [][]byte{[]byte("GET"), key}
+		case fallback.TypeHash:
+			cmd = [][]byte{[]byte("HGETALL"), key}
+		case fallback.TypeSet:
+			cmd = [][]byte{[]byte("SMEMBERS"), key}
+		case fallback.TypeList:
+			cmd = [][]byte{[]byte("LRANGE"), key, []byte("0"), []byte("-1")}
+		case fallback.TypeZSet:
+			cmd = [][]byte{[]byte("ZRANGE"), key, []byte("0"), []byte("-1"), []byte("WITHSCORES")}
+		default:
+			continue // gone, or a type rooms do not keep
+		}
+		reads = append(reads, cmd)
+		kinds = append(kinds, string(v.str))
+		readNames = append(readNames, names[i])
+	}
+	out := map[string]fallback.Value{}
+	if len(reads) == 0 {
+		return out, nil
+	}
+	for i, r := range m.exec(ctx, reads) {
+		v, err := reply(r)
+		if err != nil {
+			return nil, err
+		}
+		val := fallback.Value{Type: kinds[i]}
+		switch kinds[i] {
+		case fallback.TypeString:
+			val.String = v.str
+		case fallback.TypeHash:
+			val.Hash = map[string][]byte{}
+			for j := 0; j+1 < len(v.items); j += 2 {
+				val.Hash[string(v.items[j].str)] = v.items[j+1].str
+			}
+		case fallback.TypeSet:
+			for _, it := range v.items {
+				val.Set = append(val.Set, it.str)
+			}
+		case fallback.TypeList:
+			for _, it := range v.items {
+				val.List = append(val.List, it.str)
+			}
+		case fallback.TypeZSet:
+			for j := 0; j+1 < len(v.items); j += 2 {
+				score, _ := strconv.ParseFloat(string(v.items[j+1].str), 64)
+				val.ZSet = append(val.ZSet, fallback.Member{Member: v.items[j].str, Score: score})
+			}
+		}
+		out[readNames[i]] = val
+	}
+	return out, nil
+}
+
+// TTL applies seconds to every key of the room (ROOM.TTL); it returns how
+// many keys exist.
+func (m *Manager) TTL(ctx context.Context, id string, seconds int64) (int64, error) {
+	keys, err := m.snapshot(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	secs := []byte(strconv.FormatInt(seconds, 10))
+	cmds := [][][]byte{{[]byte("EXPIRE"), []byte(IndexKey(id)), secs}}
+	for k := range keys {
+		cmds = append(cmds, [][]byte{[]byte("EXPIRE"), []byte(k), secs})
+	}
+	for _, r := range m.exec(ctx, cmds) {
+		if _, err := reply(r); err != nil {
+			return 0, err
+		}
+	}
+	return int64(len(keys)), nil
+}
+
+// KeyTTL is the remaining TTL of one key in seconds (-2: missing, -1: none).
+func (m *Manager) KeyTTL(ctx context.Context, key string) (int64, error) {
+	v, err := reply(m.exec(ctx, [][][]byte{{[]byte("TTL"), []byte(key)}})[0])
+	return v.num, err
+}
+
+// reply parses one upstream reply; transport and error replies are errors.
+func reply(r batch.Reply) (value, error) {
+	if r.Err != nil {
+		return value{}, r.Err
+	}
+	v, err := parse(r.Raw)
+	if err == nil && v.kind == '-' {
+		err = errors.New(string(v.str))
+	}
+	return v, err
+}
+
+// applyToSnapshot applies the client's command on the state key to the
+// snapshot, so the stored document is the room as it is after the write.
+func applyToSnapshot(keys map[string]fallback.Value, stateKey, name string, args [][]byte) {
+	if v, ok := setValue(name, args); ok {
+		keys[stateKey] = fallback.Value{Type: fallback.TypeString, String: append([]byte(nil), v...)}
+		return
+	}
+	switch name {
+	case "del", "unlink", "getdel":
+		delete(keys, stateKey)
+	case "hset", "hmset", "hsetnx":
+		h := keys[stateKey]
+		if h.Type != fallback.TypeHash {
+			h = fallback.Value{Type: fallback.TypeHash, Hash: map[string][]byte{}}
+		}
+		for i := 2; i+1 < len(args); i += 2 {
+			if _, exists := h.Hash[string(args[i])]; name == "hsetnx" && exists {
+				continue
+			}
+			h.Hash[string(args[i])] = append([]byte(nil), args[i+1]...)
+		}
+		keys[stateKey] = h
+	case "hdel":
+		if h := keys[stateKey]; h.Type == fallback.TypeHash {
+			for _, f := range args[2:] {
+				delete(h.Hash, string(f))
+			}
+		}
+	}
+}

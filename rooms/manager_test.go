@@ -1,0 +1,129 @@
+package rooms
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/fallback"
+	"github.com/roomproxy/roomproxy/policy"
+)
+
+func args(s ...string) [][]byte {
+	out := make([][]byte, len(s))
+	for i, a := range s {
+		out[i] = []byte(a)
+	}
+	return out
+}
+
+func newManager(t *testing.T) *Manager {
+	st, err := fallback.OpenEmbedded(filepath.Join(t.TempDir(), "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	// Plan never reaches the upstream; Apply's reads are tested against a
+	// real redis-server in the integration tests.
+	exec := func(context.Context, [][][]byte) []batch.Reply { t.Fatal("unexpected upstream call"); return nil }
+	return New(policy.DefaultRules(), st, exec, nil)
+}
+
+func TestPlan(t *testing.T) {
+	m := newManager(t)
+	ctx := context.Background()
+	cases := []struct {
+		name      string
+		args      [][]byte
+		lifecycle bool
+		after     string // the hidden commands, joined
+		err       bool
+	}{
+		{"set", args("SET", "room:a", `{"status":"waiting"}`), true, "", false},
+		{"hset", args("HSET", "room:a:players", "p1", "x"), false, "SADD roomproxy:keys:{a} room:a:players|EXPIRE roomproxy:keys:{a} 1800|EXPIRE room:a:players 1800", false},
+		{"set", args("SET", "room:a:timer", "1", "EX", "5"), false, "SADD roomproxy:keys:{a} room:a:timer|EXPIRE roomproxy:keys:{a} 1800", false},
+		{"hset", args("HSET", "room:b", "status", "playing"), true, "", false},
+		{"hset", args("HSET", "room:b", "score", "1"), true, "", false}, // unknown room: creating it is lifecycle
+		{"mset", args("MSET", "room:c", "{}", "x", "y"), false, "", true},
+		{"incr", args("INCR", "room:{d}:n"), false, "SADD roomproxy:keys:{d} room:{d}:n|EXPIRE roomproxy:keys:{d} 1800|EXPIRE room:{d}:n 1800", false},
+	}
+	for _, c := range cases {
+		keys := [][]byte{c.args[1]}
+		if c.name == "mset" {
+			keys = [][]byte{c.args[1], c.args[3]}
+		}
+		p, err := m.Plan(ctx, c.name, c.args, keys)
+		if (err != nil) != c.err {
+			t.Errorf("%q: err %v", c.args, err)
+			continue
+		}
+		var after []string
+		for _, a := range p.After {
+			after = append(after, string(joinArgs(a)))
+		}
+		if p.Lifecycle != c.lifecycle || strings.Join(after, "|") != c.after {
+			t.Errorf("%q: lifecycle=%v after=%q", c.args, p.Lifecycle, strings.Join(after, "|"))
+		}
+	}
+	// Once a room's state is known, a write keeping it is a state write, and
+	// one changing it is a lifecycle write.
+	m.remember("a", policy.Active)
+	if p, _ := m.Plan(ctx, "set", args("SET", "room:a", `{"status":"active","round":2}`), [][]byte{[]byte("room:a")}); p.Lifecycle {
+		t.Error("a state-keeping SET of an active room is not a lifecycle write")
+	}
+	if p, _ := m.Plan(ctx, "set", args("SET", "room:a", `{"status":"ended"}`), [][]byte{[]byte("room:a")}); !p.Lifecycle || p.State != policy.Completed {
+		t.Errorf("ending the game: %+v", p)
+	}
+	if p, _ := m.Plan(ctx, "del", args("DEL", "room:a"), [][]byte{[]byte("room:a")}); !p.Lifecycle {
+		t.Error("deleting the state key is a lifecycle write")
+	}
+}
+
+func joinArgs(a [][]byte) []byte {
+	var b []byte
+	for i, x := range a {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, x...)
+	}
+	return b
+}
+
+func TestApplyToSnapshot(t *testing.T) {
+	keys := map[string]fallback.Value{"room:a": {Type: fallback.TypeHash, Hash: map[string][]byte{"status": []byte("waiting"), "x": []byte("1")}}}
+	applyToSnapshot(keys, "room:a", "hset", args("HSET", "room:a", "status", "active", "y", "2"))
+	if h := keys["room:a"].Hash; string(h["status"]) != "active" || string(h["x"]) != "1" || string(h["y"]) != "2" {
+		t.Fatalf("HSET on the snapshot: %v", h)
+	}
+	applyToSnapshot(keys, "room:a", "hsetnx", args("HSETNX", "room:a", "x", "9"))
+	if string(keys["room:a"].Hash["x"]) != "1" {
+		t.Fatal("HSETNX overwrote a field")
+	}
+	applyToSnapshot(keys, "room:a", "hdel", args("HDEL", "room:a", "y"))
+	if _, ok := keys["room:a"].Hash["y"]; ok {
+		t.Fatal("HDEL kept the field")
+	}
+	applyToSnapshot(keys, "room:a", "setex", args("SETEX", "room:a", "10", `{"status":"active"}`))
+	if v := keys["room:a"]; v.Type != fallback.TypeString || string(v.String) != `{"status":"active"}` {
+		t.Fatalf("SETEX on the snapshot: %+v", v)
+	}
+	applyToSnapshot(keys, "room:a", "del", args("DEL", "room:a"))
+	if _, ok := keys["room:a"]; ok {
+		t.Fatal("DEL kept the key")
+	}
+}
+
+func TestParse(t *testing.T) {
+	v, err := parse([]byte("*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:5\r\n"))
+	if err != nil || len(v.items) != 3 || string(v.items[0].str) != "a" || v.items[1].kind != 0 || v.items[2].items[0].num != 5 {
+		t.Fatalf("parse = %+v, %v", v, err)
+	}
+	for _, bad := range []string{"", "*2\r\n$1\r\na\r\n", "$5\r\nab\r\n", "?x\r\n", "*1\r\n:1\r\nextra"} {
+		if _, err := parse([]byte(bad)); err == nil {
+			t.Errorf("parse(%q) should fail", bad)
+		}
+	}
+}
