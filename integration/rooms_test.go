@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -175,3 +176,81 @@ func TestConcurrentLifecycleWriters(t *testing.T) {
 		}
 	}
 }
+
+// TestReadThroughAndNoResurrection: a room key deleted behind the proxy's
+// back is served from the store and restored with its TTL; a key a client
+// deleted through the proxy stays deleted.
+func TestReadThroughAndNoResurrection(t *testing.T) {
+	p, r, _, _ := roomsSetup(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	c.Set(ctx, "room:rt", `{"status":"waiting"}`, 0)
+	c.HSet(ctx, "room:rt:players", "p1", "ada", "p2", "bob")
+	c.RPush(ctx, "room:rt:log", "a", "b")
+	c.Set(ctx, "room:rt", `{"status":"active"}`, 0) // lifecycle: the store now has the players and log
+
+	direct.Del(ctx, "room:rt:players") // behind the proxy's back (eviction, a restart)
+	m, err := c.HGetAll(ctx, "room:rt:players").Result()
+	if err != nil || m["p1"] != "ada" || m["p2"] != "bob" {
+		t.Fatalf("read-through HGETALL = %v, %v", m, err)
+	}
+	ttlWithin(t, direct, "room:rt:players", 3590*time.Second, 3600*time.Second)
+
+	// Deleted through the proxy: gone from the store too, never read back.
+	if err := c.Del(ctx, "room:rt:log").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.LRange(ctx, "room:rt:log", 0, -1).Result(); err != nil || len(v) != 0 {
+		t.Fatalf("a deleted key came back: %v, %v", v, err)
+	}
+	// RESP3 clients get the restored value in RESP3.
+	direct.Del(ctx, "room:rt:players")
+	c3 := redis.NewClient(&redis.Options{Addr: p.Addr, Protocol: 3})
+	defer c3.Close()
+	if m, err := c3.HGetAll(ctx, "room:rt:players").Result(); err != nil || len(m) != 2 {
+		t.Fatalf("RESP3 read-through = %v, %v", m, err)
+	}
+	if err := c.Del(ctx, "room:rt:players", "room:other:x").Err(); err == nil || !strings.Contains(err.Error(), "one room") {
+		t.Fatalf("DEL across rooms: %v", err)
+	}
+}
+
+// TestWarmUp: a proxy started against an empty Redis restores the waiting
+// and active rooms from the store; completed rooms stay out.
+func TestWarmUp(t *testing.T) {
+	p, r, store, _ := roomsSetup(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	for i, st := range []string{"waiting", "active", "active", "completed"} {
+		id := fmt.Sprint("w", i)
+		c.Set(ctx, "room:"+id, `{"status":"waiting"}`, 0)
+		c.SAdd(ctx, "room:"+id+":tags", "x")
+		if st != "waiting" {
+			c.Set(ctx, "room:"+id, fmt.Sprintf(`{"status":%q}`, st), 0)
+		}
+	}
+	r.Restart() // empty
+	up, err := backend.New(backend.Config{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	m := rooms.New(policy.DefaultRules(), store, wiring.Exec(up), nil)
+	m.WarmUp(ctx, 1000, slogDiscard())
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	if n, _ := direct.Exists(ctx, "room:w0", "room:w1", "room:w2", "room:w1:tags").Result(); n != 4 {
+		t.Fatalf("%d of 4 warm keys restored", n)
+	}
+	if n, _ := direct.Exists(ctx, "room:w3", "room:w3:tags").Result(); n != 0 {
+		t.Fatal("a completed room was restored")
+	}
+	ttlWithin(t, direct, "room:w1:tags", 3590*time.Second, 3600*time.Second)
+	ttlWithin(t, direct, "room:w0", 1790*time.Second, 1800*time.Second)
+}
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/policy"
 	"github.com/roomproxy/roomproxy/rooms"
 )
 
@@ -64,6 +66,51 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		s.hidden(c)
 	}
 	s.afterDrain = append(s.afterDrain, unlock)
+}
+
+// readThrough answers room reads that Redis answered with nil or an empty
+// collection (the key may be missing) from the room store: the room's missing keys are written back to Redis with their TTL
+// (never over a newer value), and the read runs again, so its reply is
+// Redis's own, byte for byte.
+func (s *session) readThrough() {
+	m := s.srv.cfg.Rooms
+	for i := range s.slots {
+		sl := &s.slots[i]
+		if !sl.roomRead || sl.fwd < 0 {
+			continue
+		}
+		r := s.batch.Replies[sl.fwd]
+		if r.Err != nil || !(isNull(r.Raw) || isEmpty(r.Raw)) {
+			continue
+		}
+		args := s.batch.Cmds[sl.fwd]
+		id, _, ok := policy.RoomOf(sl.spec.keys(args)[0], m.Rules.Prefix)
+		if !ok {
+			continue
+		}
+		ctx, cancel := s.upstreamCtx()
+		n, err := m.Restore(ctx, string(id))
+		cancel()
+		if err != nil || n == 0 {
+			continue
+		}
+		b := batch.New()
+		b.Reset(s.proto)
+		b.Add(args, true)
+		s.srv.up.Submit(b)
+		b.Wait()
+		s.batch.Replies[sl.fwd] = b.Replies[0]
+	}
+}
+
+// isEmpty reports an empty aggregate: what HGETALL, SMEMBERS, LRANGE or
+// ZRANGE answer for a key that does not exist.
+func isEmpty(raw []byte) bool {
+	switch string(raw) {
+	case "*0\r\n", "%0\r\n", "~0\r\n":
+		return true
+	}
+	return false
 }
 
 func (s *session) roomsOff() bool {

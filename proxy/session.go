@@ -22,6 +22,7 @@ type slot struct {
 	start, end int32
 	quiet      bool // CLIENT REPLY OFF or SKIP: run it, send nothing
 	hidden     bool // MULTI and queued commands sent with EXEC: their replies were given already
+	roomRead   bool // a single-key read of a room key: a nil reply is read through from the room store
 	spec       *Spec
 }
 
@@ -325,6 +326,7 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 		s.roomWrite(sp, args, sl)
 	default:
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
+		sl.roomRead = f&FlagRead != 0 && s.srv.cfg.Rooms != nil && sp.First > 0 && sp.First == sp.Last && s.touchesRoom(sp, args)
 	}
 }
 
@@ -361,6 +363,9 @@ func (s *session) drain() {
 	elapsed := time.Since(s.batchStart)
 	for _, unlock := range s.afterDrain {
 		unlock()
+	}
+	if s.srv.cfg.Rooms != nil {
+		s.readThrough()
 	}
 	clear(s.afterDrain)
 	s.afterDrain = s.afterDrain[:0]

@@ -25,6 +25,7 @@ import (
 	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/fallback"
 	"github.com/roomproxy/roomproxy/policy"
+	"golang.org/x/sync/singleflight"
 )
 
 // Exec runs commands upstream in one round trip, in order, over RESP2, and
@@ -42,6 +43,8 @@ type Manager struct {
 
 	mu     sync.Mutex // protects states
 	states map[string]policy.State
+
+	flight singleflight.Group // one store read and restore per room at a time
 }
 
 // New returns a Manager. now may be nil (time.Now).
@@ -65,6 +68,10 @@ var ErrStore = errors.New("room store unavailable: the write was not applied")
 // ErrMultiStateKeys refuses MSET-style commands that set a room's state key
 // together with other keys: each state change is written through on its own.
 var ErrMultiStateKeys = errors.New("write a room's state key (room:<id>) with its own command, not inside MSET")
+
+// ErrMultiRooms refuses a DEL of keys of several rooms at once: each room's
+// stored document is updated on its own.
+var ErrMultiRooms = errors.New("delete the keys of one room per command")
 
 // Plan is what a write to room keys needs.
 type Plan struct {
@@ -147,8 +154,31 @@ func (m *Manager) Plan(ctx context.Context, name string, args [][]byte, keys [][
 			stateKeys++
 		}
 	}
-	if stateKeys > 0 && len(keys) > 1 {
+	if stateKeys > 0 && len(keys) > 1 && name != "del" && name != "unlink" {
 		return Plan{}, ErrMultiStateKeys
+	}
+	if name == "del" || name == "unlink" || (name == "getdel" && stateKeys == 0) {
+		// Deleting room keys changes the stored room: the store forgets them
+		// first, so they are never read back from it.
+		var id []byte
+		for _, k := range keys {
+			kid, _, ok := policy.RoomOf(k, m.Rules.Prefix)
+			if !ok {
+				continue
+			}
+			if id != nil && string(kid) != string(id) {
+				return Plan{}, ErrMultiRooms
+			}
+			id = kid
+		}
+		before, _, err := m.state(ctx, string(id))
+		if err != nil {
+			return Plan{}, fmt.Errorf("%w (%v)", ErrStore, err)
+		}
+		if stateKeys > 0 {
+			before = policy.Waiting // the room has no readable status any more
+		}
+		return Plan{Lifecycle: true, ID: string(id), State: before, args: args}, nil
 	}
 	if stateKeys == 1 {
 		id, _, _ := policy.RoomOf(keys[0], m.Rules.Prefix)
@@ -414,7 +444,9 @@ func applyToSnapshot(keys map[string]fallback.Value, stateKey, name string, args
 	}
 	switch name {
 	case "del", "unlink", "getdel":
-		delete(keys, stateKey)
+		for _, k := range args[1:] {
+			delete(keys, string(k))
+		}
 	case "hset", "hmset", "hsetnx":
 		h := keys[stateKey]
 		if h.Type != fallback.TypeHash {

@@ -4,12 +4,17 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/fallback"
 	"github.com/roomproxy/roomproxy/policy"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func args(s ...string) [][]byte {
 	out := make([][]byte, len(s))
@@ -125,5 +130,56 @@ func TestParse(t *testing.T) {
 		if _, err := parse([]byte(bad)); err == nil {
 			t.Errorf("parse(%q) should fail", bad)
 		}
+	}
+}
+
+// countingStore counts reads and makes them slow enough to overlap.
+type countingStore struct {
+	fallback.Store
+	mu    sync.Mutex
+	reads int
+}
+
+func (c *countingStore) Get(ctx context.Context, id string) (fallback.Room, bool, error) {
+	c.mu.Lock()
+	c.reads++
+	c.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	return c.Store.Get(ctx, id)
+}
+
+// TestConcurrentMissesReadTheStoreOnce: twenty readers missing one room at
+// once cost one store read (singleflight).
+func TestConcurrentMissesReadTheStoreOnce(t *testing.T) {
+	st, err := fallback.OpenEmbedded(filepath.Join(t.TempDir(), "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	st.Put(ctx, fallback.Room{ID: "hot", Status: "active", Version: 1, Keys: map[string]fallback.Value{
+		"room:hot": {Type: fallback.TypeString, String: []byte(`{"status":"active"}`)}}})
+	cs := &countingStore{Store: st}
+	exec := func(_ context.Context, cmds [][][]byte) []batch.Reply {
+		out := make([]batch.Reply, len(cmds))
+		for i := range out {
+			out[i].Raw = []byte(":1\r\n")
+		}
+		return out
+	}
+	m := New(policy.DefaultRules(), cs, exec, nil)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if n, err := m.Restore(ctx, "hot"); err != nil || n != 1 {
+				t.Errorf("Restore = %d, %v", n, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if cs.reads != 1 {
+		t.Fatalf("%d store reads for 20 concurrent misses", cs.reads)
 	}
 }

@@ -246,6 +246,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	// Warm-up runs beside client traffic and stops with the shutdown.
+	warmCtx, stopWarm := context.WithCancel(context.Background())
+	warmed := make(chan struct{})
+	go func() { roomMgr.WarmUp(warmCtx, cfg.WarmUpPerSec, log); close(warmed) }()
+	defer func() { stopWarm(); <-warmed }()
 	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", cfg.ProxyPassword != "", "version", proxy.Version)
 	if ready != nil {
 		ready <- ln.Addr().String()

@@ -1,0 +1,137 @@
+package rooms
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/roomproxy/roomproxy/fallback"
+	"github.com/roomproxy/roomproxy/policy"
+)
+
+// restoreScript writes one key back only if Redis does not have it, so a
+// newer value written meanwhile is never overwritten, and gives it the TTL.
+// KEYS[1] key; ARGV[1] type, ARGV[2] ttl seconds, ARGV[3..] the value
+// (string: the value; hash: field value ...; set, list: items; zset: score
+// member ...).
+const restoreScript = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = ARGV[1]
+local n = #ARGV
+local function each(cmd, step)
+  local i = 3
+  while i <= n do
+    local j = math.min(i + 999 * step + step - 1, n)
+    redis.call(cmd, KEYS[1], unpack(ARGV, i, j))
+    i = j + 1
+  end
+end
+if t == 'string' then redis.call('SET', KEYS[1], ARGV[3])
+elseif t == 'hash' then each('HSET', 2)
+elseif t == 'set' then each('SADD', 1)
+elseif t == 'list' then each('RPUSH', 1)
+elseif t == 'zset' then each('ZADD', 2)
+else return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+`
+
+// Restore writes the stored room back into Redis: every key Redis does not
+// have, with the room's TTL, and the key index. Completed rooms are not
+// restored. Concurrent calls for one room share one store read and one
+// restore. It returns how many keys were written.
+func (m *Manager) Restore(ctx context.Context, id string) (int, error) {
+	v, err, _ := m.flight.Do(id, func() (any, error) { return m.restore(ctx, id) })
+	n, _ := v.(int)
+	return n, err
+}
+
+func (m *Manager) restore(ctx context.Context, id string) (int, error) {
+	room, found, err := m.store.Get(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("%w (%v)", ErrStore, err)
+	}
+	if !found {
+		return 0, nil
+	}
+	s, _ := m.Rules.StateOf(room.Status)
+	m.remember(id, s)
+	ttl, keep := m.Rules.TTL(s)
+	if !keep || len(room.Keys) == 0 {
+		return 0, nil
+	}
+	secs := []byte(strconv.FormatInt(int64(ttl/time.Second), 10))
+	idx := []byte(IndexKey(id))
+	var cmds [][][]byte
+	for name, v := range room.Keys {
+		cmd := [][]byte{[]byte("EVAL"), []byte(restoreScript), []byte("1"), []byte(name), []byte(v.Type), secs}
+		switch v.Type {
+		case fallback.TypeString:
+			cmd = append(cmd, v.String)
+		case fallback.TypeHash:
+			for f, val := range v.Hash {
+				cmd = append(cmd, []byte(f), val)
+			}
+		case fallback.TypeSet:
+			cmd = append(cmd, v.Set...)
+		case fallback.TypeList:
+			cmd = append(cmd, v.List...)
+		case fallback.TypeZSet:
+			for _, z := range v.ZSet {
+				cmd = append(cmd, []byte(strconv.FormatFloat(z.Score, 'g', -1, 64)), z.Member)
+			}
+		}
+		if len(cmd) == 6 {
+			continue // an empty collection does not exist in Redis
+		}
+		cmds = append(cmds, cmd, [][]byte{[]byte("SADD"), idx, []byte(name)})
+	}
+	cmds = append(cmds, [][]byte{[]byte("EXPIRE"), idx, secs})
+	restored := 0
+	for i, r := range m.exec(ctx, cmds) {
+		v, err := reply(r)
+		if err != nil {
+			return restored, err
+		}
+		if i%2 == 0 && i < len(cmds)-1 && v.num == 1 {
+			restored++
+		}
+	}
+	return restored, nil
+}
+
+// WarmUp restores every waiting and active room of the store that Redis is
+// missing keys of, at most perSecond rooms a second, until done or ctx ends.
+// It runs beside client traffic and never blocks it.
+func (m *Manager) WarmUp(ctx context.Context, perSecond int, log *slog.Logger) {
+	if perSecond <= 0 {
+		perSecond = 100
+	}
+	list, err := m.store.List(ctx, []string{policy.Waiting.String(), policy.Active.String()}, 0)
+	if err != nil {
+		log.Warn("room warm-up: cannot list rooms", "err", err)
+		return
+	}
+	tick := time.NewTicker(time.Second / time.Duration(perSecond))
+	defer tick.Stop()
+	rooms, keys := 0, 0
+	for _, r := range list {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n, err := m.Restore(ctx, r.ID)
+		if err != nil {
+			log.Warn("room warm-up: restore failed", "err", err)
+			continue
+		}
+		if n > 0 {
+			rooms++
+			keys += n
+		}
+	}
+	log.Info("room warm-up done", "rooms_in_store", len(list), "rooms_restored", rooms, "keys_restored", keys)
+}
