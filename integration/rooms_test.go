@@ -26,6 +26,10 @@ func roomsSetup(t *testing.T) (*proxyUnderTest, *testredis.Server, *fallback.Mon
 }
 
 func roomsSetupTimeout(t *testing.T, storeTimeout time.Duration) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
+	return roomsSetupClock(t, storeTimeout, nil)
+}
+
+func roomsSetupClock(t *testing.T, storeTimeout time.Duration, now func() time.Time) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
 	t.Helper()
 	r := testredis.Start(t, testredis.Options{})
 	mdb := testmongo.Start(t)
@@ -37,7 +41,7 @@ func roomsSetupTimeout(t *testing.T, storeTimeout time.Duration) (*proxyUnderTes
 	}
 	t.Cleanup(func() { store.Close() })
 	p := startProxyWith(t, backend.Config{URL: r.URL()}, func(up *backend.Upstream) proxy.Config {
-		return proxy.Config{Rooms: rooms.New(policy.DefaultRules(), store, wiring.Exec(up), nil)}
+		return proxy.Config{Rooms: rooms.New(policy.DefaultRules(), store, wiring.Exec(up), now)}
 	})
 	return p, r, store, mdb
 }
@@ -254,3 +258,28 @@ func TestWarmUp(t *testing.T) {
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestSlidingTTL: activity on any key of an active room extends all its
+// keys, at most once per refresh interval.
+func TestSlidingTTL(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	p, r, _, _ := roomsSetupClock(t, 3*time.Second, now)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	c.Set(ctx, "room:s", `{"status":"waiting"}`, 0)
+	c.HSet(ctx, "room:s:players", "p1", "x")
+	c.Set(ctx, "room:s", `{"status":"active"}`, 0)
+	c.Do(ctx, "ROOM.TTL", "s", "100") // as if an hour had nearly passed
+	c.Get(ctx, "room:s")              // within the interval: no refresh
+	ttlWithin(t, direct, "room:s:players", 90*time.Second, 100*time.Second)
+	mu.Lock()
+	clock = clock.Add(61 * time.Second)
+	mu.Unlock()
+	c.Get(ctx, "room:s") // a read of another key of the room
+	ttlWithin(t, direct, "room:s:players", 3590*time.Second, 3600*time.Second)
+}

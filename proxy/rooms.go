@@ -47,6 +47,7 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		for _, c := range p.After {
 			s.hidden(c)
 		}
+		s.touchRooms(sp, args)
 		return
 	}
 	s.drain() // what came before is in Redis before the room is read
@@ -66,6 +67,19 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		s.hidden(c)
 	}
 	s.afterDrain = append(s.afterDrain, unlock)
+}
+
+// touchRooms adds, hidden after the command, the sliding-TTL refresh of each
+// active room it touches when one is due.
+func (s *session) touchRooms(sp *Spec, args [][]byte) {
+	m := s.srv.cfg.Rooms
+	for _, k := range sp.keys(args) {
+		if id, ok := m.RoomOf(k); ok {
+			if c := m.Touch(id); c != nil {
+				s.hidden(c)
+			}
+		}
+	}
 }
 
 // readThrough answers room reads that Redis answered with nil or an empty

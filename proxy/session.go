@@ -326,7 +326,10 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 		s.roomWrite(sp, args, sl)
 	default:
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
-		sl.roomRead = f&FlagRead != 0 && s.srv.cfg.Rooms != nil && sp.First > 0 && sp.First == sp.Last && s.touchesRoom(sp, args)
+		if s.srv.cfg.Rooms != nil && sp.First > 0 && s.touchesRoom(sp, args) {
+			sl.roomRead = f&FlagRead != 0 && sp.First == sp.Last
+			s.touchRooms(sp, args)
+		}
 	}
 }
 

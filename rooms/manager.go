@@ -41,8 +41,9 @@ type Manager struct {
 
 	locks [256]sync.Mutex // striped by room id: lifecycle writes of one room in order
 
-	mu     sync.Mutex // protects states
-	states map[string]policy.State
+	mu        sync.Mutex // protects states and refreshed
+	states    map[string]policy.State
+	refreshed map[string]time.Time // when an active room's keys last had their TTL extended
 
 	flight singleflight.Group // one store read and restore per room at a time
 }
@@ -52,7 +53,7 @@ func New(rules policy.Rules, store fallback.Store, exec Exec, now func() time.Ti
 	if now == nil {
 		now = time.Now
 	}
-	return &Manager{Rules: rules, store: store, exec: exec, now: now, states: map[string]policy.State{}}
+	return &Manager{Rules: rules, store: store, exec: exec, now: now, states: map[string]policy.State{}, refreshed: map[string]time.Time{}}
 }
 
 // Store is the room store.
@@ -140,8 +141,43 @@ func (m *Manager) remember(id string, s policy.State) {
 	defer m.mu.Unlock()
 	if len(m.states) > 1<<20 { // bounded: forget everything rather than grow without end
 		clear(m.states)
+		clear(m.refreshed)
 	}
 	m.states[id] = s
+}
+
+// refreshScript extends the TTL of every key of a room: KEYS[1] is the
+// room's index, ARGV[1] the TTL in seconds.
+const refreshScript = `
+local ks = redis.call('SMEMBERS', KEYS[1])
+for _, k in ipairs(ks) do redis.call('EXPIRE', k, ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return #ks
+`
+
+// Touch is called for every command on a room key. For an active room it
+// returns, at most once per refresh interval, a command that extends the TTL
+// of all the room's keys (the sliding TTL of SPEC 4.2); otherwise nil. It
+// never reads the store: a room whose state this process does not know yet
+// is not refreshed.
+func (m *Manager) Touch(id string) [][]byte {
+	now := m.now()
+	m.mu.Lock()
+	s, known := m.states[id]
+	if !known || !m.Rules.RefreshDue(s, m.refreshed[id], now) {
+		m.mu.Unlock()
+		return nil
+	}
+	m.refreshed[id] = now
+	m.mu.Unlock()
+	secs := strconv.FormatInt(int64(m.Rules.TTLActive/time.Second), 10)
+	return [][]byte{[]byte("EVAL"), []byte(refreshScript), []byte("1"), []byte(IndexKey(id)), []byte(secs)}
+}
+
+// RoomOf is the room of a key, if it belongs to one.
+func (m *Manager) RoomOf(key []byte) (string, bool) {
+	id, _, ok := policy.RoomOf(key, m.Rules.Prefix)
+	return string(id), ok
 }
 
 // Plan decides how a write command touching room keys is carried. name is
@@ -284,6 +320,9 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 		}
 	}
 	m.remember(p.ID, p.State)
+	m.mu.Lock()
+	m.refreshed[p.ID] = m.now()
+	m.mu.Unlock()
 	idx := []byte(IndexKey(p.ID))
 	if p.State == policy.Completed {
 		del := [][]byte{[]byte("DEL"), idx}

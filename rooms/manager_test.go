@@ -183,3 +183,29 @@ func TestConcurrentMissesReadTheStoreOnce(t *testing.T) {
 		t.Fatalf("%d store reads for 20 concurrent misses", cs.reads)
 	}
 }
+
+func TestTouchSlidesActiveRoomsOncePerInterval(t *testing.T) {
+	m := newManager(t)
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	m.now = func() time.Time { return now }
+	if m.Touch("unknown") != nil {
+		t.Fatal("a room of unknown state is not refreshed")
+	}
+	m.remember("w", policy.Waiting)
+	if m.Touch("w") != nil {
+		t.Fatal("waiting rooms do not slide")
+	}
+	m.remember("a", policy.Active)
+	c := m.Touch("a")
+	if c == nil || string(c[0]) != "EVAL" || string(c[3]) != "roomproxy:keys:{a}" || string(c[4]) != "3600" {
+		t.Fatalf("first touch = %q", c)
+	}
+	now = now.Add(59 * time.Second)
+	if m.Touch("a") != nil {
+		t.Fatal("refreshed twice within the interval")
+	}
+	now = now.Add(time.Second)
+	if m.Touch("a") == nil {
+		t.Fatal("not refreshed after the interval")
+	}
+}
