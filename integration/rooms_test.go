@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -282,4 +284,74 @@ func TestSlidingTTL(t *testing.T) {
 	mu.Unlock()
 	c.Get(ctx, "room:s") // a read of another key of the room
 	ttlWithin(t, direct, "room:s:players", 3590*time.Second, 3600*time.Second)
+}
+
+// TestRoomsInTransactionsAndScripts: writes queued in MULTI and keys a script
+// declares get their room's TTL after EXEC / the script; a status change
+// inside MULTI is refused (it could not be written through first).
+func TestRoomsInTransactionsAndScripts(t *testing.T) {
+	p, r, _, _ := roomsSetup(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	c.Set(ctx, "room:tx", `{"status":"active"}`, 0)
+	if _, err := c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.HSet(ctx, "room:tx:players", "p1", "x")
+		pipe.Incr(ctx, "room:tx:turn")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ttlWithin(t, direct, "room:tx:players", 3590*time.Second, 3600*time.Second)
+	ttlWithin(t, direct, "room:tx:turn", 3590*time.Second, 3600*time.Second)
+	_, err := c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Set(ctx, "room:tx", `{"status":"completed"}`, 0)
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "EXECABORT") {
+		t.Fatalf("a status change inside MULTI: %v", err)
+	}
+	if err := c.Eval(ctx, "return redis.call('SET', KEYS[1], ARGV[1])", []string{"room:tx:score"}, "7").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ttlWithin(t, direct, "room:tx:score", 3590*time.Second, 3600*time.Second)
+}
+
+// TestRoomsWithRedisCLI is the rooms issue's first demonstration typed into
+// redis-cli.
+func TestRoomsWithRedisCLI(t *testing.T) {
+	p, _, store, _ := roomsSetup(t)
+	_, port, _ := strings.Cut(p.Addr, ":")
+	cli := func(args ...string) string {
+		out, err := exec.Command("redis-cli", append([]string{"-h", "127.0.0.1", "-p", port}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("redis-cli %q: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	ttl := func(key string) int {
+		n, _ := strconv.Atoi(cli("TTL", key))
+		return n
+	}
+	cli("SET", "room:cli", `{"status":"waiting"}`)
+	cli("HSET", "room:cli:players", "p1", "x")
+	if a, b := ttl("room:cli"), ttl("room:cli:players"); a < 1790 || a > 1800 || b < 1790 || b > 1800 {
+		t.Fatalf("waiting TTLs %d, %d", a, b)
+	}
+	cli("SET", "room:cli", `{"status":"active"}`)
+	if a, b := ttl("room:cli"), ttl("room:cli:players"); a < 3590 || b < 3590 {
+		t.Fatalf("active TTLs %d, %d", a, b)
+	}
+	cli("SET", "room:cli", `{"status":"completed"}`)
+	if got := cli("EXISTS", "room:cli", "room:cli:players"); got != "0" {
+		t.Fatalf("EXISTS after completion = %s", got)
+	}
+	if got := cli("ROOM.GET", "cli"); !strings.Contains(got, "completed") || !strings.Contains(got, "room:cli:players") {
+		t.Fatalf("ROOM.GET cli:\n%s", got)
+	}
+	if room, _, _ := store.Get(context.Background(), "cli"); room.Status != "completed" {
+		t.Fatalf("store: %+v", room)
+	}
 }

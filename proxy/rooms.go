@@ -69,6 +69,51 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 	s.afterDrain = append(s.afterDrain, unlock)
 }
 
+// scriptKeys are the keys a script declares: EVAL script numkeys key ...
+func scriptKeys(args [][]byte) [][]byte {
+	if len(args) < 3 {
+		return nil
+	}
+	n, err := strconv.Atoi(string(args[2]))
+	if err != nil || n <= 0 || 3+n > len(args) {
+		return nil
+	}
+	return args[3 : 3+n]
+}
+
+// roomScript forwards a script that declares room keys, followed by the
+// room TTL and key index of each (SPEC 2: room TTL rules are applied to the
+// declared room keys afterwards). A script cannot be seen changing a room's
+// status, so it is not written through; change status with SET or HSET.
+func (s *session) roomScript(args [][]byte, sl *slot) bool {
+	m := s.srv.cfg.Rooms
+	keys := scriptKeys(args)
+	var roomKeys [][]byte
+	for _, k := range keys {
+		if _, ok := m.RoomOf(k); ok {
+			roomKeys = append(roomKeys, k)
+		}
+	}
+	if len(roomKeys) == 0 {
+		return false
+	}
+	sl.fwd = int32(s.batch.Add(args, false))
+	ctx, cancel := s.upstreamCtx()
+	after := m.TTLFor(ctx, roomKeys, false)
+	cancel()
+	for _, c := range after {
+		s.hidden(c)
+	}
+	for _, k := range roomKeys {
+		if id, ok := m.RoomOf(k); ok {
+			if c := m.Touch(id); c != nil {
+				s.hidden(c)
+			}
+		}
+	}
+	return true
+}
+
 // touchRooms adds, hidden after the command, the sliding-TTL refresh of each
 // active room it touches when one is due.
 func (s *session) touchRooms(sp *Spec, args [][]byte) {

@@ -62,10 +62,11 @@ type session struct {
 
 	authFailures int
 
-	tx          txState
-	lane        Lane     // pinned by WATCH, or held for a blocking command
-	forwardNext [][]byte // set by a local handler: forward this as the command's own reply
-	afterDrain  []func() // run once the current batch has reached the upstream (room locks)
+	tx           txState
+	lane         Lane       // pinned by WATCH, or held for a blocking command
+	forwardNext  [][]byte   // set by a local handler: forward this as the command's own reply
+	afterForward [][][]byte // hidden commands to send right after forwardNext (room TTLs after EXEC)
+	afterDrain   []func()   // run once the current batch has reached the upstream (room locks)
 
 	sub        Subscriber // from the first SUBSCRIBE on
 	channels   map[string]bool
@@ -319,11 +320,16 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 		if s.forwardNext != nil {
 			sl.fwd = int32(s.batch.Add(s.forwardNext, false))
 			s.forwardNext = nil
+			for _, c := range s.afterForward {
+				s.hidden(c)
+			}
+			s.afterForward = nil
 		}
 	case blocks(sp, args):
 		s.blocking(args)
 	case f&FlagWrite != 0 && s.srv.cfg.Rooms != nil && s.touchesRoom(sp, args):
 		s.roomWrite(sp, args, sl)
+	case f&FlagScript != 0 && s.srv.cfg.Rooms != nil && s.roomScript(args, sl):
 	default:
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
 		if s.srv.cfg.Rooms != nil && sp.First > 0 && s.touchesRoom(sp, args) {

@@ -41,6 +41,7 @@ type txState struct {
 	active bool
 	dirty  bool // a queued command was refused: EXEC answers EXECABORT
 	queued [][][]byte
+	after  [][][]byte // room TTLs and key index for queued writes, sent after EXEC
 }
 
 var (
@@ -90,6 +91,20 @@ func (s *session) queue(sp *Spec, args [][]byte) {
 	case sp.Flags&FlagUnsupported != 0 && sp.Flags&FlagBlocking == 0:
 		s.tx.dirty = true
 		s.err("ERR '" + sp.fullName() + "' is not supported by roomproxy")
+	case sp.Flags&FlagWrite != 0 && s.srv.cfg.Rooms != nil && s.touchesRoom(sp, args):
+		ctx, cancel := s.upstreamCtx()
+		p, err := s.srv.cfg.Rooms.Plan(ctx, sp.Name, args, sp.keys(args))
+		cancel()
+		if err != nil || p.Lifecycle {
+			// Written through, a lifecycle write must reach MongoDB before
+			// Redis; inside a transaction it cannot.
+			s.tx.dirty = true
+			s.err("ERR a room's lifecycle write (creating it, changing its status, deleting its keys) cannot run inside MULTI")
+			return
+		}
+		s.tx.after = append(s.tx.after, p.After...)
+		s.tx.queued = append(s.tx.queued, args)
+		s.simple("QUEUED")
 	default:
 		s.tx.queued = append(s.tx.queued, args)
 		s.simple("QUEUED")
@@ -149,8 +164,8 @@ func cmdExec(s *session, _ [][]byte) {
 		ctx, cancel := s.upstreamCtx()
 		defer cancel()
 		cmds := append(append([][][]byte{argMulti}, tx.queued...), argExec)
-		replies := s.onLane(ctx, cmds...)
-		s.localReply(replies[len(replies)-1])
+		replies := s.onLane(ctx, append(cmds, tx.after...)...)
+		s.localReply(replies[len(cmds)-1])
 		s.lane.Release() // EXEC, even aborted, ends the WATCH
 		s.lane = nil
 		return
@@ -161,6 +176,7 @@ func cmdExec(s *session, _ [][]byte) {
 		s.hidden(q)
 	}
 	s.forwardNext = argExec
+	s.afterForward = tx.after
 }
 
 // hidden forwards a command whose reply the client must not see.

@@ -232,7 +232,15 @@ func (m *Manager) Plan(ctx context.Context, name string, args [][]byte, keys [][
 		}
 	}
 	// A state write: each key of a room joins its index and gets its TTL.
-	own := clientExpiry(name, args)
+	p.After = m.TTLFor(ctx, keys, clientExpiry(name, args))
+	return p, nil
+}
+
+// TTLFor returns the commands that put room keys in their room's index and
+// give them the room's TTL (unless own: the command set its TTL itself).
+// Used for state writes, script keys and writes queued in MULTI.
+func (m *Manager) TTLFor(ctx context.Context, keys [][]byte, own bool) [][][]byte {
+	var after [][][]byte
 	for _, k := range keys {
 		id, _, ok := policy.RoomOf(k, m.Rules.Prefix)
 		if !ok {
@@ -246,12 +254,12 @@ func (m *Manager) Plan(ctx context.Context, name string, args [][]byte, keys [][
 		}
 		secs := []byte(strconv.FormatInt(int64(ttl/time.Second), 10))
 		idx := []byte(IndexKey(string(id)))
-		p.After = append(p.After, [][]byte{[]byte("SADD"), idx, k}, [][]byte{[]byte("EXPIRE"), idx, secs})
+		after = append(after, [][]byte{[]byte("SADD"), idx, k}, [][]byte{[]byte("EXPIRE"), idx, secs})
 		if !own {
-			p.After = append(p.After, [][]byte{[]byte("EXPIRE"), k, secs})
+			after = append(after, [][]byte{[]byte("EXPIRE"), k, secs})
 		}
 	}
-	return p, nil
+	return after
 }
 
 // effect says what a command does to the room's state key: the state after
