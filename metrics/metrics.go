@@ -155,6 +155,25 @@ func (m *Metrics) RegisterUpstreamHealth(fn func() UpstreamHealth) {
 	)
 }
 
+// RoomStats are the room manager's counters.
+type RoomStats struct {
+	LifecycleWrites, StoreErrors, RoomsRestored, KeysRestored int64
+}
+
+// RegisterRooms exports the room manager's counters, read from fn at scrape time.
+func (m *Metrics) RegisterRooms(fn func() RoomStats) {
+	c := func(name, help string, v func(RoomStats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help},
+			func() float64 { return float64(v(fn())) })
+	}
+	m.reg.MustRegister(
+		c("room_lifecycle_writes_total", "Lifecycle writes (room created, status changed, keys deleted) stored in the room store before Redis.", func(s RoomStats) int64 { return s.LifecycleWrites }),
+		c("room_store_errors_total", "Lifecycle writes refused because the room store could not take them.", func(s RoomStats) int64 { return s.StoreErrors }),
+		c("room_restores_total", "Rooms whose missing keys were restored into Redis from the room store (read-through, warm-up).", func(s RoomStats) int64 { return s.RoomsRestored }),
+		c("room_restored_keys_total", "Keys restored into Redis from the room store.", func(s RoomStats) int64 { return s.KeysRestored }),
+	)
+}
+
 // Command returns the observer of one command. Its counter series are
 // created on first use, so /metrics lists only commands that were used.
 func (m *Metrics) Command(name, kind string) proxy.CommandObserver {

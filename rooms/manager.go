@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roomproxy/roomproxy/batch"
@@ -46,6 +47,25 @@ type Manager struct {
 	refreshed map[string]time.Time // when an active room's keys last had their TTL extended
 
 	flight singleflight.Group // one store read and restore per room at a time
+
+	lifecycle   atomic.Int64 // lifecycle writes stored
+	storeErrors atomic.Int64 // lifecycle writes refused because the store failed
+	restores    atomic.Int64 // rooms restored into Redis (read-through and warm-up)
+	restored    atomic.Int64 // keys restored
+}
+
+// Stats are the room manager's counters since start.
+type Stats struct {
+	Known, LifecycleWrites, StoreErrors, RoomsRestored, KeysRestored int64
+}
+
+// Stats returns the counters.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	known := int64(len(m.states))
+	m.mu.Unlock()
+	return Stats{Known: known, LifecycleWrites: m.lifecycle.Load(), StoreErrors: m.storeErrors.Load(),
+		RoomsRestored: m.restores.Load(), KeysRestored: m.restored.Load()}
 }
 
 // New returns a Manager. now may be nil (time.Now).
@@ -316,6 +336,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	for attempt := 0; ; attempt++ {
 		stored, _, gerr := m.store.Get(ctx, p.ID)
 		if gerr != nil {
+			m.storeErrors.Add(1)
 			return nil, nil, fmt.Errorf("%w (%v)", ErrStore, gerr)
 		}
 		room.Version = stored.Version + 1
@@ -324,9 +345,11 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 			break
 		}
 		if !errors.Is(err, fallback.ErrStale) || attempt == 2 {
+			m.storeErrors.Add(1)
 			return nil, nil, fmt.Errorf("%w (%v)", ErrStore, err)
 		}
 	}
+	m.lifecycle.Add(1)
 	m.remember(p.ID, p.State)
 	m.mu.Lock()
 	m.refreshed[p.ID] = m.now()

@@ -99,6 +99,10 @@ func (m *Manager) restore(ctx context.Context, id string) (int, error) {
 			restored++
 		}
 	}
+	if restored > 0 {
+		m.restores.Add(1)
+		m.restored.Add(int64(restored))
+	}
 	return restored, nil
 }
 

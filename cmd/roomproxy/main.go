@@ -80,6 +80,27 @@ func pubsubPing(d time.Duration) time.Duration {
 	return d
 }
 
+// expireCompleted removes completed rooms older than the retention, now and
+// every hour, until ctx ends. MongoDB's TTL index does the same; FerretDB and
+// the embedded store have none.
+func expireCompleted(ctx context.Context, store fallback.Store, retention time.Duration, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := store.Expire(ctx, time.Now().Add(-retention))
+		if err != nil && ctx.Err() == nil {
+			log.Warn("expiring completed rooms failed", "err", err)
+		} else if n > 0 {
+			log.Info("expired completed rooms", "rooms", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // openStore opens the room store: MongoDB with MONGO_URL, else the embedded
 // on-disk store.
 func openStore(cfg *config, log *slog.Logger) (fallback.Store, error) {
@@ -169,6 +190,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	rules.TTLActive, rules.TTLWaiting, rules.MaxBytes = cfg.TTLActive, cfg.TTLWaiting, cfg.RoomMaxBytes
 	roomMgr := rooms.New(rules, store, wiring.Exec(up), nil)
 
+	m.RegisterRooms(func() metrics.RoomStats {
+		st := roomMgr.Stats()
+		return metrics.RoomStats{LifecycleWrites: st.LifecycleWrites, StoreErrors: st.StoreErrors,
+			RoomsRestored: st.RoomsRestored, KeysRestored: st.KeysRestored}
+	})
 	srv := proxy.New(wiring.Upstream(up), proxy.Config{
 		Rooms:          roomMgr,
 		Password:       cfg.ProxyPassword,
@@ -181,7 +207,21 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 			IdleTimeout: cfg.IdleTimeout, FrameTimeout: cfg.FrameTimeout,
 			AuthTimeout: cfg.AuthTimeout, OutputTimeout: cfg.OutputTimeout,
 		},
-		Info: []proxy.InfoSection{{Name: "upstream", Fields: func() [][2]string {
+		Info: []proxy.InfoSection{{Name: "rooms", Fields: func() [][2]string {
+			st := roomMgr.Stats()
+			kind := "embedded"
+			if cfg.MongoURL != "" {
+				kind = "mongodb"
+			}
+			return [][2]string{
+				{"room_store", kind},
+				{"rooms_known", strconv.FormatInt(st.Known, 10)},
+				{"room_lifecycle_writes", strconv.FormatInt(st.LifecycleWrites, 10)},
+				{"room_store_errors", strconv.FormatInt(st.StoreErrors, 10)},
+				{"room_restores", strconv.FormatInt(st.RoomsRestored, 10)},
+				{"room_restored_keys", strconv.FormatInt(st.KeysRestored, 10)},
+			}
+		}}, {Name: "upstream", Fields: func() [][2]string {
 			s := up.Stats()
 			mode := "remote"
 			if cfg.RedisURL == "" {
@@ -249,7 +289,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	// Warm-up runs beside client traffic and stops with the shutdown.
 	warmCtx, stopWarm := context.WithCancel(context.Background())
 	warmed := make(chan struct{})
-	go func() { roomMgr.WarmUp(warmCtx, cfg.WarmUpPerSec, log); close(warmed) }()
+	go func() {
+		defer close(warmed)
+		roomMgr.WarmUp(warmCtx, cfg.WarmUpPerSec, log)
+		expireCompleted(warmCtx, store, cfg.MongoRetention, log)
+	}()
 	defer func() { stopWarm(); <-warmed }()
 	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", cfg.ProxyPassword != "", "version", proxy.Version)
 	if ready != nil {

@@ -111,6 +111,13 @@ func TestZeroConfiguration(t *testing.T) {
 	if v, err := c.Get(ctx, "room:zero").Result(); err != nil || v != "works" {
 		t.Fatalf("GET = %q, %v", v, err)
 	}
+	// room:zero created a room: written through to the embedded store.
+	if info, err := c.Info(ctx, "rooms").Result(); err != nil || !strings.Contains(info, "room_lifecycle_writes:1") || !strings.Contains(info, "room_store:embedded") {
+		t.Fatalf("INFO rooms = %q, %v", info, err)
+	}
+	if ttl, err := c.TTL(ctx, "room:zero").Result(); err != nil || ttl <= 0 {
+		t.Fatalf("room:zero TTL = %v, %v", ttl, err)
+	}
 	c.Close()
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/health/redis"} {
 		resp, err := http.Get("http://" + addrs["metrics"] + path)
