@@ -355,3 +355,35 @@ func TestRoomsWithRedisCLI(t *testing.T) {
 		t.Fatalf("store: %+v", room)
 	}
 }
+
+// TestRoomTooLarge: a write that would take a room over ROOM_MAX_BYTES gets
+// Redis-style "-ERR room document too large" and changes nothing.
+func TestRoomTooLarge(t *testing.T) {
+	p, r, store, _ := roomsSetup(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	c.Set(ctx, "room:big", `{"status":"waiting"}`, 0)
+	err := c.Set(ctx, "room:big:blob", strings.Repeat("x", 1<<20+1), 0).Err()
+	if err == nil || err.Error() != "ERR room document too large" {
+		t.Fatalf("oversized state write: %v", err)
+	}
+	c.Set(ctx, "room:big:half", strings.Repeat("y", 600<<10), 0) // fits alone
+	c.Set(ctx, "room:big:half2", strings.Repeat("z", 600<<10), 0)
+	// The lifecycle write snapshots the room: 1.2 MiB together is refused.
+	err = c.Set(ctx, "room:big", `{"status":"active"}`, 0).Err()
+	if err == nil || err.Error() != "ERR room document too large" {
+		t.Fatalf("lifecycle write of an oversized room: %v", err)
+	}
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	if v, _ := direct.Get(ctx, "room:big").Result(); !strings.Contains(v, "waiting") {
+		t.Fatalf("the refused write changed Redis: %q", v)
+	}
+	if room, _, _ := store.Get(ctx, "big"); room.Status != "waiting" {
+		t.Fatalf("the refused write changed the store: %q", room.Status)
+	}
+	if n, _ := direct.Exists(ctx, "room:big:blob").Result(); n != 0 {
+		t.Fatal("the refused value reached Redis")
+	}
+}

@@ -55,9 +55,12 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 	after, unlock, err := m.Apply(ctx, p)
 	cancel()
 	if err != nil {
-		if errors.Is(err, rooms.ErrStore) {
+		switch {
+		case errors.Is(err, rooms.ErrStore):
 			s.err("TRYAGAIN room store unavailable: the write was not applied")
-		} else {
+		case errors.Is(err, rooms.ErrTooLarge):
+			s.err("ERR room document too large")
+		default:
 			s.err(upstreamErrorText(err))
 		}
 		return

@@ -94,6 +94,10 @@ var ErrMultiStateKeys = errors.New("write a room's state key (room:<id>) with it
 // stored document is updated on its own.
 var ErrMultiRooms = errors.New("delete the keys of one room per command")
 
+// ErrTooLarge refuses a write that would make a room's keys together larger
+// than ROOM_MAX_BYTES (SPEC 4.1); nothing is changed.
+var ErrTooLarge = errors.New("room document too large")
+
 // Plan is what a write to room keys needs.
 type Plan struct {
 	Lifecycle bool
@@ -205,6 +209,13 @@ func (m *Manager) RoomOf(key []byte) (string, bool) {
 func (m *Manager) Plan(ctx context.Context, name string, args [][]byte, keys [][]byte) (Plan, error) {
 	stateKeys := 0
 	var p Plan
+	size := 0
+	for _, a := range args[1:] {
+		size += len(a)
+	}
+	if size > m.Rules.MaxBytes {
+		return Plan{}, ErrTooLarge // no room can hold this write's data
+	}
 	for _, k := range keys {
 		if _, state, ok := policy.RoomOf(k, m.Rules.Prefix); ok && state {
 			stateKeys++
@@ -329,6 +340,9 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	}
 	stateKey := m.Rules.Prefix + p.ID
 	applyToSnapshot(keys, stateKey, strings.ToLower(string(p.args[0])), p.args)
+	if roomSize(keys) > m.Rules.MaxBytes {
+		return nil, nil, ErrTooLarge
+	}
 	room := fallback.Room{ID: p.ID, Status: p.State.String(), Keys: keys, UpdatedAt: m.now()}
 	if p.State == policy.Completed {
 		room.CompletedAt = room.UpdatedAt
@@ -491,6 +505,27 @@ func (m *Manager) TTL(ctx context.Context, id string, seconds int64) (int64, err
 func (m *Manager) KeyTTL(ctx context.Context, key string) (int64, error) {
 	v, err := reply(m.exec(ctx, [][][]byte{{[]byte("TTL"), []byte(key)}})[0])
 	return v.num, err
+}
+
+// roomSize is the bytes of a room's keys and values.
+func roomSize(keys map[string]fallback.Value) int {
+	n := 0
+	for k, v := range keys {
+		n += len(k) + len(v.String)
+		for f, x := range v.Hash {
+			n += len(f) + len(x)
+		}
+		for _, x := range v.Set {
+			n += len(x)
+		}
+		for _, x := range v.List {
+			n += len(x)
+		}
+		for _, z := range v.ZSet {
+			n += len(z.Member) + 8
+		}
+	}
+	return n
 }
 
 // reply parses one upstream reply; transport and error replies are errors.

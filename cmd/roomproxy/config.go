@@ -161,7 +161,7 @@ func settings(c *config) []setting {
 		{"ROOM_STATUS_FIELD", "status", "the field of a room's state document that holds its status", str(&c.RoomStatusField)},
 		{"REDIS_TTL_ACTIVE_GAME", "3600", "TTL of every key of an active room, in seconds", secs(&c.TTLActive)},
 		{"REDIS_TTL_WAITING_ROOM", "1800", "TTL of every key of a waiting room, in seconds", secs(&c.TTLWaiting)},
-		{"ROOM_MAX_BYTES", "1048576", "largest room state document read for its status", num(&c.RoomMaxBytes, 1024)},
+		{"ROOM_MAX_BYTES", "1048576", "most bytes a room's keys may hold together (larger writes: -ERR room document too large)", num(&c.RoomMaxBytes, 1024)},
 		{"ROOM_WARMUP_PER_SEC", "200", "at start, waiting and active rooms missing in Redis are restored from the store at most this many a second", num(&c.WarmUpPerSec, 1)},
 		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz and /readyz (empty: off)", str(&c.MetricsAddr)},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
