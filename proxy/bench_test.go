@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"errors"
+	"github.com/roomproxy/roomproxy/policy"
+	"github.com/roomproxy/roomproxy/rooms"
 	"io"
 	"strings"
 	"testing"
@@ -86,10 +88,10 @@ func BenchmarkParse(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*16), "ns/cmd")
 }
 
-// BenchmarkRoute: table lookup, arity and access checks, and adding to the
-// upstream batch, per command.
+// BenchmarkRoute: table lookup, arity and access checks, the room-key check,
+// and adding to the upstream batch, per command.
 func BenchmarkRoute(b *testing.B) {
-	srv := New(okUpstream{}, Config{})
+	srv := New(okUpstream{}, Config{Rooms: rooms.New(policy.DefaultRules(), nil, nil, nil)})
 	s := &session{srv: srv, proto: 2, authed: true, batch: batch.New()}
 	args := [][]byte{[]byte("SET"), []byte("key:000123"), []byte("xxx")}
 	b.ReportAllocs()

@@ -13,9 +13,16 @@ import (
 // touchesRoom reports whether a command's keys include a room key; cheap for
 // the common case of no key with the room prefix.
 func (s *session) touchesRoom(sp *Spec, args [][]byte) bool {
+	if sp.First <= 0 || sp.Step <= 0 {
+		return false
+	}
 	prefix := s.srv.cfg.Rooms.Rules.Prefix
-	for _, k := range sp.keys(args) {
-		if len(k) > len(prefix) && string(k[:len(prefix)]) == prefix {
+	last := sp.Last
+	if last < 0 {
+		last += len(args)
+	}
+	for i := sp.First; i <= last && i < len(args); i += sp.Step {
+		if k := args[i]; len(k) > len(prefix) && string(k[:len(prefix)]) == prefix {
 			return true
 		}
 	}
