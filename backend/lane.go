@@ -127,11 +127,7 @@ func (u *Upstream) newLane(proto int) (*Lane, error) {
 // the upstream answers or Abort is called.
 func (l *Lane) Exec(ctx context.Context, b *batch.Batch) {
 	cmds := make([]*redis.RawCmd, 0, b.Len())
-	total := 0
-	for _, args := range b.Cmds {
-		total += len(args)
-	}
-	ia := argsFor(total)
+	ia := argsFor(argCount(b.Cmds))
 	for _, args := range b.Cmds {
 		c := redis.NewRawCmd(ctx, ia.next(args)...)
 		cmds = append(cmds, c)
@@ -192,6 +188,15 @@ func (u *Upstream) closeLanes() {
 type argSpace struct {
 	strs []string
 	ifs  []interface{}
+}
+
+// argCount is the number of arguments of cmds, to size an argSpace.
+func argCount(cmds [][][]byte) int {
+	n := 0
+	for _, args := range cmds {
+		n += len(args)
+	}
+	return n
 }
 
 func argsFor(n int) *argSpace {

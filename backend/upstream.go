@@ -373,11 +373,7 @@ func (e *engine) streaming() bool {
 // returns false, having sent nothing, if the stream refuses the batch.
 func (e *engine) streamed(b *batch.Batch) bool {
 	cmds := make([]redis.Cmder, len(b.Cmds))
-	total := 0
-	for _, args := range b.Cmds {
-		total += len(args)
-	}
-	ia := argsFor(total)
+	ia := argsFor(argCount(b.Cmds))
 	for i, args := range b.Cmds {
 		cmds[i] = redis.NewRawCmd(context.Background(), ia.next(args)...)
 	}
@@ -529,13 +525,11 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 	readOnly := true
-	total := 0
+	n := 0
 	for _, b := range batches {
-		for _, args := range b.Cmds {
-			total += len(args)
-		}
+		n += argCount(b.Cmds)
 	}
-	ia := argsFor(total)
+	ia := argsFor(n)
 	for _, b := range batches {
 		readOnly = readOnly && b.ReadOnly
 		for _, args := range b.Cmds {

@@ -13,20 +13,13 @@ import (
 // touchesRoom reports whether a command's keys include a room key; cheap for
 // the common case of no key with the room prefix.
 func (s *session) touchesRoom(sp *Spec, args [][]byte) bool {
-	if sp.First <= 0 || sp.Step <= 0 {
-		return false
-	}
 	prefix := s.srv.cfg.Rooms.Rules.Prefix
-	last := sp.Last
-	if last < 0 {
-		last += len(args)
-	}
-	for i := sp.First; i <= last && i < len(args); i += sp.Step {
-		if k := args[i]; len(k) > len(prefix) && string(k[:len(prefix)]) == prefix {
-			return true
-		}
-	}
-	return false
+	found := false
+	sp.eachKey(args, func(k []byte) bool {
+		found = len(k) > len(prefix) && string(k[:len(prefix)]) == prefix
+		return !found
+	})
+	return found
 }
 
 // roomWrite carries a write to room keys: a state write is forwarded with the
@@ -54,7 +47,7 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		for _, c := range p.After {
 			s.hidden(c)
 		}
-		s.touchRooms(sp, args)
+		s.touchRooms(sp.keys(args))
 		return
 	}
 	s.drain() // what came before is in Redis before the room is read
@@ -114,21 +107,15 @@ func (s *session) roomScript(args [][]byte, sl *slot) bool {
 	for _, c := range after {
 		s.hidden(c)
 	}
-	for _, k := range roomKeys {
-		if id, ok := m.RoomOf(k); ok {
-			if c := m.Touch(id); c != nil {
-				s.hidden(c)
-			}
-		}
-	}
+	s.touchRooms(roomKeys)
 	return true
 }
 
 // touchRooms adds, hidden after the command, the sliding-TTL refresh of each
 // active room it touches when one is due.
-func (s *session) touchRooms(sp *Spec, args [][]byte) {
+func (s *session) touchRooms(keys [][]byte) {
 	m := s.srv.cfg.Rooms
-	for _, k := range sp.keys(args) {
+	for _, k := range keys {
 		if id, ok := m.RoomOf(k); ok {
 			if c := m.Touch(id); c != nil {
 				s.hidden(c)

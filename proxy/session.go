@@ -334,7 +334,7 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
 		if s.srv.cfg.Rooms != nil && sp.First > 0 && s.touchesRoom(sp, args) {
 			sl.roomRead = f&FlagRead != 0 && sp.First == sp.Last
-			s.touchRooms(sp, args)
+			s.touchRooms(sp.keys(args))
 		}
 	}
 }

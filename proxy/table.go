@@ -120,18 +120,26 @@ func (sp *Spec) kind() string {
 // keys returns the keys of a command from its key positions (Redis's
 // first, last, step); commands whose keys are not positional have none here.
 func (sp *Spec) keys(args [][]byte) [][]byte {
+	var keys [][]byte
+	sp.eachKey(args, func(k []byte) bool { keys = append(keys, k); return true })
+	return keys
+}
+
+// eachKey calls fn for each key of the command, in order, until fn returns
+// false; it allocates nothing.
+func (sp *Spec) eachKey(args [][]byte, fn func([]byte) bool) {
 	if sp.First <= 0 || sp.Step <= 0 {
-		return nil
+		return
 	}
 	last := sp.Last
 	if last < 0 {
 		last += len(args)
 	}
-	var keys [][]byte
 	for i := sp.First; i <= last && i < len(args); i += sp.Step {
-		keys = append(keys, args[i])
+		if !fn(args[i]) {
+			return
+		}
 	}
-	return keys
 }
 
 // arityOK applies Redis's arity rule to argc (the command name included).

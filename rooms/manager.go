@@ -194,8 +194,7 @@ func (m *Manager) Touch(id string) [][]byte {
 	}
 	m.refreshed[id] = now
 	m.mu.Unlock()
-	secs := strconv.FormatInt(int64(m.Rules.TTLActive/time.Second), 10)
-	return [][]byte{[]byte("EVAL"), []byte(refreshScript), []byte("1"), []byte(IndexKey(id)), []byte(secs)}
+	return [][]byte{[]byte("EVAL"), []byte(refreshScript), []byte("1"), []byte(IndexKey(id)), seconds(m.Rules.TTLActive)}
 }
 
 // RoomOf is the room of a key, if it belongs to one.
@@ -283,7 +282,7 @@ func (m *Manager) TTLFor(ctx context.Context, keys [][]byte, own bool) [][][]byt
 			// A late write to a completed room: it must not live for ever.
 			ttl = m.Rules.TTLWaiting
 		}
-		secs := []byte(strconv.FormatInt(int64(ttl/time.Second), 10))
+		secs := seconds(ttl)
 		idx := []byte(IndexKey(string(id)))
 		after = append(after, [][]byte{[]byte("SADD"), idx, k}, [][]byte{[]byte("EXPIRE"), idx, secs})
 		if !own {
@@ -380,7 +379,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 		return [][][]byte{del}, mu.Unlock, nil
 	}
 	ttl, _ := m.Rules.TTL(p.State)
-	secs := []byte(strconv.FormatInt(int64(ttl/time.Second), 10))
+	secs := seconds(ttl)
 	after = append(after, [][]byte{[]byte("SADD"), idx, []byte(stateKey)}, [][]byte{[]byte("EXPIRE"), idx, secs})
 	for k := range keys {
 		after = append(after, [][]byte{[]byte("EXPIRE"), []byte(k), secs})
@@ -505,6 +504,11 @@ func (m *Manager) TTL(ctx context.Context, id string, seconds int64) (int64, err
 func (m *Manager) KeyTTL(ctx context.Context, key string) (int64, error) {
 	v, err := reply(m.exec(ctx, [][][]byte{{[]byte("TTL"), []byte(key)}})[0])
 	return v.num, err
+}
+
+// seconds is a TTL as a command argument.
+func seconds(d time.Duration) []byte {
+	return strconv.AppendInt(nil, int64(d/time.Second), 10)
 }
 
 // roomSize is the bytes of a room's keys and values.

@@ -62,7 +62,7 @@ func (m *Manager) restore(ctx context.Context, id string) (int, error) {
 	if !keep || len(room.Keys) == 0 {
 		return 0, nil
 	}
-	secs := []byte(strconv.FormatInt(int64(ttl/time.Second), 10))
+	secs := seconds(ttl)
 	idx := []byte(IndexKey(id))
 	var cmds [][][]byte
 	for name, v := range room.Keys {

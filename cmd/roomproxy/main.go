@@ -222,7 +222,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				{"room_restored_keys", strconv.FormatInt(st.KeysRestored, 10)},
 			}
 		}}, {Name: "upstream", Fields: func() [][2]string {
-			s := up.Stats()
+			s, h := up.Stats(), mon.Health()
 			mode := "remote"
 			if cfg.RedisURL == "" {
 				mode = "embedded"
@@ -239,10 +239,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				{"upstream_streaming", boolDigit(s.Streaming)},
 				{"upstream_dedicated_connections", strconv.Itoa(s.Lanes)},
 				{"upstream_dials", strconv.FormatInt(s.Dials, 10)},
-				{"upstream_used_memory", strconv.FormatInt(mon.Health().UsedMemory, 10)},
-				{"upstream_keys", strconv.FormatInt(mon.Health().Keys, 10)},
-				{"upstream_evicted_keys", strconv.FormatInt(mon.Health().EvictedKeys, 10)},
-				{"upstream_evictions_per_minute", strconv.FormatFloat(mon.Health().EvictionsPerMin, 'f', 1, 64)},
+				{"upstream_used_memory", strconv.FormatInt(h.UsedMemory, 10)},
+				{"upstream_keys", strconv.FormatInt(h.Keys, 10)},
+				{"upstream_evicted_keys", strconv.FormatInt(h.EvictedKeys, 10)},
+				{"upstream_evictions_per_minute", strconv.FormatFloat(h.EvictionsPerMin, 'f', 1, 64)},
 			}
 		}}},
 	})
