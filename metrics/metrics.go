@@ -35,6 +35,9 @@ type Metrics struct {
 	connections prometheus.Counter
 	rejected    *prometheus.CounterVec
 	panics      prometheus.Counter
+
+	flushDuration prometheus.Histogram
+	pendingAge    prometheus.Histogram
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -57,7 +60,7 @@ func New(reg *prometheus.Registry) *Metrics {
 		}, []string{"source"}),
 		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "cache_misses_total",
-			Help: "Single-key reads answered with nil, by what answered (redis).",
+			Help: "Single-key reads Redis did not answer with a value, by what answered: redis (nil), pending (a debounced write not yet in Redis).",
 		}, []string{"source"}),
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "cache_write_errors_total",
@@ -82,6 +85,16 @@ func New(reg *prometheus.Registry) *Metrics {
 			Namespace: namespace, Name: "panics_recovered_total", Help: "Panics recovered in connection handlers.",
 		}),
 	}
+	m.flushDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "debounce_flush_duration_seconds",
+		Help: "Duration of one room's flush to Redis.", Buckets: durationBuckets,
+	})
+	m.pendingAge = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "debounce_pending_age_seconds",
+		Help:    "Age of the oldest write a flush carried to Redis: how long an acknowledged state write was held only by this process (the measured kill -9 loss bound).",
+		Buckets: []float64{.1, .25, .5, .6, .75, 1, 1.5, 2, 5, 10, 30},
+	})
+	reg.MustRegister(m.flushDuration, m.pendingAge)
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
@@ -174,11 +187,55 @@ func (m *Metrics) RegisterRooms(fn func() RoomStats) {
 	)
 }
 
+// DebounceStats mirror rooms.DebounceStats (metrics does not import rooms).
+type DebounceStats struct {
+	Coalesced, WriteThrough, Flushes, FlushedKeys, FlushErrors, Overruns int64
+	Snapshots, SnapshotErrors, PendingReads                              int64
+	PendingRooms, PendingKeys, PendingBytes                              int64
+	MaxAgeMs                                                             int64
+}
+
+// RegisterDebounce exports the debouncer's counters and gauges, read from fn
+// at scrape time.
+func (m *Metrics) RegisterDebounce(fn func() DebounceStats) {
+	c := func(name, help string, v func(DebounceStats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help},
+			func() float64 { return float64(v(fn())) })
+	}
+	g := func(name, help string, v func(DebounceStats) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help},
+			func() float64 { return float64(v(fn())) })
+	}
+	m.reg.MustRegister(
+		c("debounce_coalesced_writes_total", "State writes acknowledged at once and held for the next flush.", func(s DebounceStats) int64 { return s.Coalesced }),
+		c("debounce_write_through_total", "State writes sent straight to Redis because the pending set was full or the hash's fields were not known.", func(s DebounceStats) int64 { return s.WriteThrough }),
+		c("debounce_pending_reads_total", "Reads answered from a pending write (a cache miss answered by the proxy, not Redis).", func(s DebounceStats) int64 { return s.PendingReads }),
+		c("debounce_flushes_total", "Room flushes to Redis (one script call each).", func(s DebounceStats) int64 { return s.Flushes }),
+		c("debounce_flushed_keys_total", "Keys written to Redis by flushes.", func(s DebounceStats) int64 { return s.FlushedKeys }),
+		c("debounce_flush_errors_total", "Room flushes that failed; their writes stay pending and are retried.", func(s DebounceStats) int64 { return s.FlushErrors }),
+		c("debounce_flush_overruns_total", "Flushes whose oldest write was older than twice the window: the kill -9 loss bound was exceeded.", func(s DebounceStats) int64 { return s.Overruns }),
+		c("room_snapshots_total", "Room snapshots stored in the room store after state writes.", func(s DebounceStats) int64 { return s.Snapshots }),
+		c("room_snapshot_errors_total", "Room snapshots the room store could not take; retried.", func(s DebounceStats) int64 { return s.SnapshotErrors }),
+		g("pending_rooms", "Rooms with writes acknowledged but not yet in Redis.", func(s DebounceStats) int64 { return s.PendingRooms }),
+		g("pending_keys", "Keys with writes acknowledged but not yet in Redis.", func(s DebounceStats) int64 { return s.PendingKeys }),
+		g("pending_bytes", "Bytes of writes acknowledged but not yet in Redis.", func(s DebounceStats) int64 { return s.PendingBytes }),
+	)
+}
+
+// DebounceFlush records one room flush: how long it took, and how old its
+// oldest write was (the time an acknowledged write was held only by this
+// process: what kill -9 would have lost).
+func (m *Metrics) DebounceFlush(took, age time.Duration) {
+	m.flushDuration.Observe(took.Seconds())
+	m.pendingAge.Observe(age.Seconds())
+}
+
 // Command returns the observer of one command. Its counter series are
 // created on first use, so /metrics lists only commands that were used.
 func (m *Metrics) Command(name, kind string) proxy.CommandObserver {
 	c := &commandObserver{vec: m.commands, name: name, duration: m.opDuration.WithLabelValues(kind),
-		hits: m.hits.WithLabelValues("redis"), misses: m.misses.WithLabelValues("redis")}
+		hits: m.hits.WithLabelValues("redis"), misses: m.misses.WithLabelValues("redis"),
+		pending: m.misses.WithLabelValues("pending")}
 	if kind == "write" {
 		c.writeErrors = m.writeErrors
 	}
@@ -192,6 +249,7 @@ type commandObserver struct {
 	duration    prometheus.Observer
 	hits        prometheus.Counter
 	misses      prometheus.Counter
+	pending     prometheus.Counter
 	writeErrors prometheus.Counter // nil unless a write command
 }
 
@@ -209,6 +267,8 @@ func (c *commandObserver) Observe(o proxy.Outcome, d time.Duration, l proxy.Look
 		c.hits.Inc()
 	case proxy.LookupMiss:
 		c.misses.Inc()
+	case proxy.LookupPending:
+		c.pending.Inc()
 	}
 	if c.writeErrors != nil && o != proxy.OutcomeOK {
 		c.writeErrors.Inc()

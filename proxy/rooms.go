@@ -43,6 +43,17 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		return
 	}
 	if !p.Lifecycle {
+		if s.coalesce(name, args) {
+			s.touchRooms(sp.keys(args))
+			return
+		}
+		if !s.settle(sp.keys(args), true) {
+			return
+		}
+		if (name == "hset" || name == "hmset") && s.primeHash(args, p.After) {
+			s.touchRooms(sp.keys(args))
+			return
+		}
 		sl.fwd = int32(s.batch.Add(args, false))
 		for _, c := range p.After {
 			s.hidden(c)
@@ -99,6 +110,9 @@ func (s *session) roomScript(args [][]byte, sl *slot) bool {
 	}
 	if len(roomKeys) == 0 {
 		return false
+	}
+	if !s.settle(roomKeys, true) {
+		return true
 	}
 	sl.fwd = int32(s.batch.Add(args, false))
 	ctx, cancel := s.upstreamCtx()
@@ -284,11 +298,21 @@ func cmdRoomTTL(s *session, args [][]byte) {
 	s.integer(n)
 }
 
-// cmdRoomFlush answers ROOM.FLUSH id. Writes are not debounced yet, so
-// nothing is ever pending: it answers at once.
-func cmdRoomFlush(s *session, _ [][]byte) {
+// cmdRoomFlush answers ROOM.FLUSH id: the room's pending writes go to Redis
+// and its snapshot to the room store now.
+func cmdRoomFlush(s *session, args [][]byte) {
 	if s.roomsOff() {
 		return
+	}
+	s.drain()
+	if d := s.debouncer(); d.Enabled() {
+		ctx, cancel := s.upstreamCtx()
+		err := d.PersistRoom(ctx, string(args[1]))
+		cancel()
+		if err != nil {
+			s.err(upstreamErrorText(err))
+			return
+		}
 	}
 	s.simple("OK")
 }

@@ -49,9 +49,10 @@ func (o Outcome) String() string {
 type Lookup int
 
 const (
-	LookupNone Lookup = iota // not a read, or a read of several keys
-	LookupHit                // a read answered with a value
-	LookupMiss               // a read answered with nil: the key is not there
+	LookupNone    Lookup = iota // not a read, or a read of several keys
+	LookupHit                   // a read answered with a value
+	LookupMiss                  // a read answered with nil: the key is not there
+	LookupPending               // a read answered from a debounced write not yet in Redis
 )
 
 // CommandObserver records one command: its outcome, the time from receiving

@@ -23,6 +23,7 @@ type slot struct {
 	quiet      bool // CLIENT REPLY OFF or SKIP: run it, send nothing
 	hidden     bool // MULTI and queued commands sent with EXEC: their replies were given already
 	roomRead   bool // a single-key read of a room key: a nil reply is read through from the room store
+	pending    bool // a read answered from a debounced write
 	spec       *Spec
 }
 
@@ -326,16 +327,27 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 			s.afterForward = nil
 		}
 	case blocks(sp, args):
+		if s.srv.cfg.Rooms != nil && s.touchesRoom(sp, args) && !s.settle(sp.keys(args), f&FlagWrite != 0) {
+			return
+		}
 		s.blocking(args)
 	case f&FlagWrite != 0 && s.srv.cfg.Rooms != nil && s.touchesRoom(sp, args):
 		s.roomWrite(sp, args, sl)
 	case f&FlagScript != 0 && s.srv.cfg.Rooms != nil && s.roomScript(args, sl):
+	case s.srv.cfg.Rooms != nil && sp.First > 0 && s.touchesRoom(sp, args):
+		keys := sp.keys(args)
+		s.touchRooms(keys)
+		if f&FlagRead != 0 && s.readPending(sp.Name, args) {
+			sl.pending = true // answered from a pending write
+			return
+		}
+		if !s.settle(keys, f&FlagWrite != 0) {
+			return
+		}
+		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
+		sl.roomRead = f&FlagRead != 0 && sp.First == sp.Last
 	default:
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
-		if s.srv.cfg.Rooms != nil && sp.First > 0 && s.touchesRoom(sp, args) {
-			sl.roomRead = f&FlagRead != 0 && sp.First == sp.Last
-			s.touchRooms(sp.keys(args))
-		}
 	}
 }
 
@@ -410,6 +422,9 @@ func (s *session) drain() {
 		} else {
 			raw := s.local[sl.start:sl.end]
 			outcome = OutcomeOK
+			if sl.pending {
+				lookup = LookupPending
+			}
 			if len(raw) > 0 && raw[0] == '-' {
 				outcome = OutcomeError
 			}

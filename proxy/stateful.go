@@ -159,6 +159,10 @@ func cmdExec(s *session, _ [][]byte) {
 		s.err("EXECABORT Transaction discarded because of previous errors.")
 		return
 	}
+	if !s.settleCmds(tx.queued) {
+		s.unpin()
+		return
+	}
 	if s.lane != nil {
 		s.drain()
 		ctx, cancel := s.upstreamCtx()
@@ -187,6 +191,9 @@ func (s *session) hidden(args [][]byte) {
 func cmdWatch(s *session, args [][]byte) {
 	if s.tx.active {
 		s.err("ERR WATCH inside MULTI is not allowed")
+		return
+	}
+	if s.srv.cfg.Rooms != nil && !s.settleCmds([][][]byte{append([][]byte{[]byte("EXISTS")}, args[1:]...)}) {
 		return
 	}
 	if !s.pin() {

@@ -48,6 +48,8 @@ type Manager struct {
 
 	flight singleflight.Group // one store read and restore per room at a time
 
+	debounce *Debouncer // nil: state writes are not debounced
+
 	lifecycle   atomic.Int64 // lifecycle writes stored
 	storeErrors atomic.Int64 // lifecycle writes refused because the store failed
 	restores    atomic.Int64 // rooms restored into Redis (read-through and warm-up)
@@ -333,6 +335,14 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 			mu.Unlock()
 		}
 	}()
+	// Writes acknowledged before this one reach Redis first, so the snapshot
+	// has them and they cannot land after a completed room is deleted.
+	covered := 0
+	if m.debounce != nil {
+		if covered, err = m.debounce.flushLocked(ctx, p.ID); err != nil {
+			return nil, nil, fmt.Errorf("flush room %s: %w", p.ID, err)
+		}
+	}
 	keys, err := m.snapshot(ctx, p.ID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read room %s: %w", p.ID, err)
@@ -346,24 +356,14 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	if p.State == policy.Completed {
 		room.CompletedAt = room.UpdatedAt
 	}
-	for attempt := 0; ; attempt++ {
-		stored, _, gerr := m.store.Get(ctx, p.ID)
-		if gerr != nil {
-			m.storeErrors.Add(1)
-			return nil, nil, fmt.Errorf("%w (%v)", ErrStore, gerr)
-		}
-		room.Version = stored.Version + 1
-		err = m.store.Put(ctx, room)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, fallback.ErrStale) || attempt == 2 {
-			m.storeErrors.Add(1)
-			return nil, nil, fmt.Errorf("%w (%v)", ErrStore, err)
-		}
+	if err := m.put(ctx, &room); err != nil {
+		return nil, nil, err
 	}
 	m.lifecycle.Add(1)
 	m.remember(p.ID, p.State)
+	if m.debounce != nil {
+		m.debounce.forgetRoom(p.ID, covered) // the stored document is this snapshot
+	}
 	m.mu.Lock()
 	m.refreshed[p.ID] = m.now()
 	m.mu.Unlock()
@@ -390,70 +390,70 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	return after, mu.Unlock, nil
 }
 
+// put stores room with the version after the stored one, retrying when
+// another writer stored a newer one meanwhile (the version guard).
+func (m *Manager) put(ctx context.Context, room *fallback.Room) error {
+	for attempt := 0; ; attempt++ {
+		stored, _, err := m.store.Get(ctx, room.ID)
+		if err != nil {
+			m.storeErrors.Add(1)
+			return fmt.Errorf("%w (%v)", ErrStore, err)
+		}
+		room.Version = stored.Version + 1
+		err = m.store.Put(ctx, *room)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, fallback.ErrStale) || attempt == 2 {
+			m.storeErrors.Add(1)
+			return fmt.Errorf("%w (%v)", ErrStore, err)
+		}
+	}
+}
+
 func (m *Manager) lock(id string) *sync.Mutex {
 	h := fnv.New32a()
 	h.Write([]byte(id))
 	return &m.locks[h.Sum32()%uint32(len(m.locks))]
 }
 
+// snapshotScript returns every key of a room with its type and value, in
+// one call (one billed command): KEYS[1] is the room's index, KEYS[2] its
+// state key. The reply is name, type, value, ... for keys that exist.
+const snapshotScript = `
+local names = {KEYS[2]}
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if k ~= KEYS[2] then names[#names+1] = k end
+end
+local out = {}
+for _, k in ipairs(names) do
+  local t = redis.call('TYPE', k)
+  if type(t) == 'table' then t = t.ok end
+  local v
+  if t == 'string' then v = redis.call('GET', k)
+  elseif t == 'hash' then v = redis.call('HGETALL', k)
+  elseif t == 'set' then v = redis.call('SMEMBERS', k)
+  elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
+  elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+  end
+  if v then out[#out+1] = k; out[#out+1] = t; out[#out+1] = v end
+end
+return out
+`
+
 // snapshot reads every key of the room from Redis, by type.
 func (m *Manager) snapshot(ctx context.Context, id string) (map[string]fallback.Value, error) {
 	stateKey := m.Rules.Prefix + id
-	r := m.exec(ctx, [][][]byte{{[]byte("SMEMBERS"), []byte(IndexKey(id))}})
-	members, err := reply(r[0])
+	r := m.exec(ctx, [][][]byte{{[]byte("EVAL"), []byte(snapshotScript), []byte("2"), []byte(IndexKey(id)), []byte(stateKey)}})
+	all, err := reply(r[0])
 	if err != nil {
 		return nil, err
 	}
-	names := []string{stateKey}
-	for _, it := range members.items {
-		if string(it.str) != stateKey {
-			names = append(names, string(it.str))
-		}
-	}
-	var typeCmds [][][]byte
-	for _, n := range names {
-		typeCmds = append(typeCmds, [][]byte{[]byte("TYPE"), []byte(n)})
-	}
-	types := m.exec(ctx, typeCmds)
-	var reads [][][]byte
-	var kinds []string
-	var readNames []string
-	for i, t := range types {
-		v, err := reply(t)
-		if err != nil {
-			return nil, err
-		}
-		var cmd [][]byte
-		key := []byte(names[i])
-		switch string(v.str) {
-		case fallback.TypeString:
-			cmd = [][]byte{[]byte("GET"), key}
-		case fallback.TypeHash:
-			cmd = [][]byte{[]byte("HGETALL"), key}
-		case fallback.TypeSet:
-			cmd = [][]byte{[]byte("SMEMBERS"), key}
-		case fallback.TypeList:
-			cmd = [][]byte{[]byte("LRANGE"), key, []byte("0"), []byte("-1")}
-		case fallback.TypeZSet:
-			cmd = [][]byte{[]byte("ZRANGE"), key, []byte("0"), []byte("-1"), []byte("WITHSCORES")}
-		default:
-			continue // gone, or a type rooms do not keep
-		}
-		reads = append(reads, cmd)
-		kinds = append(kinds, string(v.str))
-		readNames = append(readNames, names[i])
-	}
 	out := map[string]fallback.Value{}
-	if len(reads) == 0 {
-		return out, nil
-	}
-	for i, r := range m.exec(ctx, reads) {
-		v, err := reply(r)
-		if err != nil {
-			return nil, err
-		}
-		val := fallback.Value{Type: kinds[i]}
-		switch kinds[i] {
+	for i := 0; i+2 < len(all.items); i += 3 {
+		name, kind, v := string(all.items[i].str), string(all.items[i+1].str), all.items[i+2]
+		val := fallback.Value{Type: kind}
+		switch kind {
 		case fallback.TypeString:
 			val.String = v.str
 		case fallback.TypeHash:
@@ -474,8 +474,10 @@ func (m *Manager) snapshot(ctx context.Context, id string) (map[string]fallback.
 				score, _ := strconv.ParseFloat(string(v.items[j+1].str), 64)
 				val.ZSet = append(val.ZSet, fallback.Member{Member: v.items[j].str, Score: score})
 			}
+		default:
+			continue
 		}
-		out[readNames[i]] = val
+		out[name] = val
 	}
 	return out, nil
 }

@@ -41,6 +41,11 @@ type config struct {
 	TTLWaiting      time.Duration
 	RoomMaxBytes    int
 	WarmUpPerSec    int
+	DebounceWindow  time.Duration
+	PersistInterval time.Duration
+	PersistEveryN   int
+	PendingRooms    int
+	PendingBytes    int
 	MetricsAddr     string
 	LogLevel        string
 	LogFormat       string
@@ -163,6 +168,11 @@ func settings(c *config) []setting {
 		{"REDIS_TTL_WAITING_ROOM", "1800", "TTL of every key of a waiting room, in seconds", secs(&c.TTLWaiting)},
 		{"ROOM_MAX_BYTES", "1048576", "most bytes a room's keys may hold together (larger writes: -ERR room document too large)", num(&c.RoomMaxBytes, 1024)},
 		{"ROOM_WARMUP_PER_SEC", "200", "at start, waiting and active rooms missing in Redis are restored from the store at most this many a second", num(&c.WarmUpPerSec, 1)},
+		{"DEBOUNCE_WINDOW_MS", "500", "state writes to a room key reach Redis at most once per this many milliseconds (0: not debounced, written at once)", ms(&c.DebounceWindow)},
+		{"PERSIST_INTERVAL_MS", "5000", "a room with state writes has its snapshot stored in the room store at most this often, in milliseconds", ms(&c.PersistInterval)},
+		{"PERSIST_EVERY_N", "100", "... or after this many state writes, whichever comes first", num(&c.PersistEveryN, 1)},
+		{"PENDING_MAX_ROOMS", "10000", "most rooms with debounced writes not yet in Redis; beyond it writes go straight through (backpressure)", num(&c.PendingRooms, 1)},
+		{"PENDING_MAX_BYTES", "67108864", "most bytes of debounced writes not yet in Redis; beyond it writes go straight through (backpressure)", num(&c.PendingBytes, 1024)},
 		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz and /readyz (empty: off)", str(&c.MetricsAddr)},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"LOG_FORMAT", "", "json or text (default: json with REDIS_URL set, text without)", oneOf(&c.LogFormat, "", "json", "text")},
@@ -248,6 +258,9 @@ func (c *config) validate() error {
 	}
 	if c.InfoInterval < time.Second {
 		return errors.New("UPSTREAM_INFO_INTERVAL: must be at least 1s (each poll is billed)")
+	}
+	if c.PersistInterval == 0 {
+		return errors.New("PERSIST_INTERVAL_MS: must be above 0")
 	}
 	if c.RedisTimeout == 0 {
 		return errors.New("REDIS_TIMEOUT_MS: must be above 0")

@@ -189,6 +189,19 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	rules.Prefix, rules.StatusField = cfg.RoomPrefix, cfg.RoomStatusField
 	rules.TTLActive, rules.TTLWaiting, rules.MaxBytes = cfg.TTLActive, cfg.TTLWaiting, cfg.RoomMaxBytes
 	roomMgr := rooms.New(rules, store, wiring.Exec(up), nil)
+	window := cfg.DebounceWindow
+	if window == 0 {
+		window = -1 // DEBOUNCE_WINDOW_MS=0: written at once
+	}
+	debounce := roomMgr.NewDebouncer(rooms.DebounceConfig{
+		Window: window, PersistInterval: cfg.PersistInterval, PersistEveryN: cfg.PersistEveryN,
+		MaxRooms: cfg.PendingRooms, MaxBytes: cfg.PendingBytes, Logger: log, OnFlush: m.DebounceFlush,
+	})
+	m.RegisterDebounce(func() metrics.DebounceStats { return metrics.DebounceStats(debounce.Stats()) })
+	flushCtx, stopFlush := context.WithCancel(context.Background())
+	flushDone := make(chan struct{})
+	go func() { defer close(flushDone); debounce.Run(flushCtx) }()
+	defer func() { stopFlush(); <-flushDone }()
 
 	m.RegisterRooms(func() metrics.RoomStats {
 		st := roomMgr.Stats()
@@ -220,6 +233,26 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				{"room_store_errors", strconv.FormatInt(st.StoreErrors, 10)},
 				{"room_restores", strconv.FormatInt(st.RoomsRestored, 10)},
 				{"room_restored_keys", strconv.FormatInt(st.KeysRestored, 10)},
+			}
+		}}, {Name: "debounce", Fields: func() [][2]string {
+			st := debounce.Stats()
+			i := func(n int64) string { return strconv.FormatInt(n, 10) }
+			return [][2]string{
+				{"debounce_enabled", boolDigit(debounce.Enabled())},
+				{"debounce_window_ms", i(max(debounce.Window().Milliseconds(), 0))},
+				{"debounce_coalesced_writes", i(st.Coalesced)},
+				{"debounce_write_through", i(st.WriteThrough)},
+				{"debounce_reads_from_pending", i(st.PendingReads)},
+				{"debounce_flushes", i(st.Flushes)},
+				{"debounce_flushed_keys", i(st.FlushedKeys)},
+				{"debounce_flush_errors", i(st.FlushErrors)},
+				{"debounce_flush_overruns", i(st.Overruns)},
+				{"debounce_max_pending_age_ms", i(st.MaxAgeMs)},
+				{"debounce_snapshots", i(st.Snapshots)},
+				{"debounce_snapshot_errors", i(st.SnapshotErrors)},
+				{"pending_rooms", i(st.PendingRooms)},
+				{"pending_keys", i(st.PendingKeys)},
+				{"pending_bytes", i(st.PendingBytes)},
 			}
 		}}, {Name: "upstream", Fields: func() [][2]string {
 			s, h := up.Stats(), mon.Health()
@@ -321,6 +354,13 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timeout ran out; remaining clients closed", "err", err)
+	}
+	// Clients are gone: every pending write goes to Redis and every room's
+	// snapshot to the store before the upstream closes (SPEC 11).
+	stopFlush()
+	<-flushDone
+	if err := debounce.Drain(sctx); err == nil {
+		log.Info("pending room writes flushed")
 	}
 	if err := up.Close(); err != nil {
 		log.Warn("closing upstream", "err", err)

@@ -1,0 +1,825 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/fallback"
+	"github.com/roomproxy/roomproxy/policy"
+)
+
+// Debouncing (SPEC 4.4): state writes to room keys are acknowledged at once
+// and kept in a pending set; the upstream gets at most one write per room per
+// window, all of a room's due keys in one script call, and the store gets the
+// room's snapshot at most every PersistInterval or PersistEveryN writes.
+//
+// Locking: d.mu protects the pending set and is held only for map work, never
+// across I/O. A room's flush, persist and lifecycle write run under the room's
+// striped lock (Manager.lock), so the three never interleave for one room and
+// the store never sees a room go back in time.
+
+// DebounceConfig configures the debouncer. Zero fields take their defaults.
+type DebounceConfig struct {
+	Window          time.Duration // DEBOUNCE_WINDOW_MS, default 500 ms; negative turns debouncing off
+	PersistInterval time.Duration // PERSIST_INTERVAL_MS, default 5 s
+	PersistEveryN   int           // PERSIST_EVERY_N, default 100
+	MaxRooms        int           // PENDING_MAX_ROOMS, default 10000
+	MaxBytes        int           // PENDING_MAX_BYTES, default 64 MiB
+	// OnFlush, if set, is called after each room flush to Redis with its
+	// duration and the age of the oldest write it carried (how long an
+	// acknowledged write was held only by this process: the kill -9 loss).
+	OnFlush func(took, age time.Duration)
+	Logger  *slog.Logger
+}
+
+func (c DebounceConfig) withDefaults() DebounceConfig {
+	if c.Window == 0 {
+		c.Window = 500 * time.Millisecond
+	}
+	if c.PersistInterval <= 0 {
+		c.PersistInterval = 5 * time.Second
+	}
+	if c.PersistEveryN <= 0 {
+		c.PersistEveryN = 100
+	}
+	if c.MaxRooms <= 0 {
+		c.MaxRooms = 10000
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 64 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// pendingKey is one key's writes not yet in Redis: a whole string value, or
+// hash fields.
+type pendingKey struct {
+	room   string
+	hash   bool
+	str    []byte
+	expire time.Time // the client's own expiry of a string (SET EX, SETEX); zero: the policy's
+	fields map[string]pendingField
+	seq    uint64    // the last write
+	since  time.Time // ack time of the oldest write not yet sent; zero while all are in flight
+	bytes  int
+}
+
+type pendingField struct {
+	val []byte
+	seq uint64
+}
+
+// pendingRoom is a room with writes not yet in Redis or not yet stored.
+type pendingRoom struct {
+	keys      map[string]*pendingKey
+	lastFlush time.Time
+	writes    int       // writes since the last snapshot was stored
+	firstSeen time.Time // the first of those
+	persisted time.Time // when the last snapshot was stored
+}
+
+// DebounceStats are the debouncer's counters and gauges.
+type DebounceStats struct {
+	Coalesced, WriteThrough, Flushes, FlushedKeys, FlushErrors, Overruns int64
+	Snapshots, SnapshotErrors, PendingReads                              int64
+	PendingRooms, PendingKeys, PendingBytes                              int64
+	MaxAgeMs                                                             int64 // the oldest write a flush carried, since start
+}
+
+// Debouncer is the pending set and its flusher.
+type Debouncer struct {
+	m   *Manager
+	cfg DebounceConfig
+
+	mu    sync.Mutex
+	keys  map[string]*pendingKey
+	rooms map[string]*pendingRoom
+	known map[string]*knownFields // hash keys whose fields are known: HSET replies without asking Redis
+	bytes int
+	seq   uint64
+
+	coalesced, writeThrough, flushes, flushedKeys, flushErrors, overruns atomic.Int64
+	snapshots, snapshotErrors, maxAgeMs, pendingReads                    atomic.Int64
+
+	wake chan struct{}
+}
+
+type knownFields struct {
+	fields map[string]struct{}
+	room   string
+	at     time.Time
+}
+
+// knownLife is how long a hash's field list is trusted after its last write:
+// well under any room TTL, so an expired hash is never taken for a live one.
+const knownLife = 60 * time.Second
+
+// NewDebouncer returns the debouncer of m; m's lifecycle writes flush through
+// it. Run must be called for writes to reach Redis.
+func (m *Manager) NewDebouncer(cfg DebounceConfig) *Debouncer {
+	d := &Debouncer{m: m, cfg: cfg.withDefaults(), keys: map[string]*pendingKey{},
+		rooms: map[string]*pendingRoom{}, known: map[string]*knownFields{}, wake: make(chan struct{}, 1)}
+	m.debounce = d
+	return d
+}
+
+// Enabled reports whether state writes are debounced.
+func (d *Debouncer) Enabled() bool { return d != nil && d.cfg.Window > 0 }
+
+// Window is the debounce window.
+func (d *Debouncer) Window() time.Duration { return d.cfg.Window }
+
+// coalescable reports whether room id may take debounced writes now: its
+// state is known and not completed, and the pending set has room. Called
+// with d.mu held.
+func (d *Debouncer) admit(id string, add int) bool {
+	d.m.mu.Lock()
+	s, known := d.m.states[id]
+	d.m.mu.Unlock()
+	if known && s == policy.Completed {
+		return false
+	}
+	if d.bytes+add > d.cfg.MaxBytes {
+		return false
+	}
+	if _, ok := d.rooms[id]; !ok && len(d.rooms) >= d.cfg.MaxRooms {
+		return false
+	}
+	return true
+}
+
+func (d *Debouncer) roomLocked(id string, now time.Time) *pendingRoom {
+	r := d.rooms[id]
+	if r == nil {
+		r = &pendingRoom{keys: map[string]*pendingKey{}}
+		d.rooms[id] = r
+	}
+	if r.writes == 0 {
+		r.firstSeen = now
+	}
+	r.writes++
+	return r
+}
+
+func (d *Debouncer) keyLocked(r *pendingRoom, id, key string, hash bool, now time.Time) *pendingKey {
+	k := d.keys[key]
+	if k == nil || k.hash != hash {
+		if k != nil { // a string replaced by a hash or back: only one kind is pending
+			d.bytes -= k.bytes
+		}
+		k = &pendingKey{room: id, hash: hash}
+		d.keys[key] = k
+		r.keys[key] = k
+	}
+	d.seq++
+	k.seq = d.seq
+	if k.since.IsZero() {
+		k.since = now
+	}
+	return k
+}
+
+// StringWrite is one string value of a debounced write.
+type StringWrite struct {
+	Room, Key string
+	Value     []byte
+	TTL       time.Duration // the client's own TTL (SET EX, SETEX); 0 for none
+}
+
+// SetStrings records SET-family writes (all or none). It returns false when
+// they cannot be coalesced (pending set full, room completed): the caller
+// writes them through instead.
+func (d *Debouncer) SetStrings(ws []StringWrite) bool {
+	if !d.Enabled() {
+		return false
+	}
+	now := d.m.now()
+	add := 0
+	for _, w := range ws {
+		add += len(w.Key) + len(w.Value)
+	}
+	d.mu.Lock()
+	for _, w := range ws {
+		if !d.admit(w.Room, add) {
+			d.mu.Unlock()
+			return false
+		}
+	}
+	for _, w := range ws {
+		r := d.roomLocked(w.Room, now)
+		k := d.keyLocked(r, w.Room, w.Key, false, now)
+		d.bytes -= k.bytes
+		k.str = append([]byte(nil), w.Value...) // a flush in flight may still be sending the old one
+		k.expire = time.Time{}
+		if w.TTL > 0 {
+			k.expire = now.Add(w.TTL)
+		}
+		k.bytes = len(w.Key) + len(w.Value)
+		d.bytes += k.bytes
+		delete(d.known, w.Key)
+	}
+	d.mu.Unlock()
+	d.coalesced.Add(int64(len(ws)))
+	return true
+}
+
+// SetFields records an HSET-family write of field value pairs. It returns
+// how many fields are new (HSET's reply) and ok; ok is false when the
+// hash's fields are not known (Prime them with a write-through) or the write
+// cannot be coalesced.
+func (d *Debouncer) SetFields(room, key string, fv [][]byte) (added int, ok bool) {
+	if !d.Enabled() || len(fv)%2 != 0 {
+		return 0, false
+	}
+	now := d.m.now()
+	add := len(key)
+	for _, a := range fv {
+		add += len(a)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	kf := d.known[key]
+	if kf == nil || now.Sub(kf.at) > knownLife || !d.admit(room, add) {
+		return 0, false
+	}
+	if k := d.keys[key]; k != nil && !k.hash {
+		return 0, false // a pending string: let Redis answer WRONGTYPE
+	}
+	r := d.roomLocked(room, now)
+	k := d.keyLocked(r, room, key, true, now)
+	if k.fields == nil {
+		k.fields = map[string]pendingField{}
+		k.bytes = len(key)
+		d.bytes += k.bytes
+	}
+	for i := 0; i < len(fv); i += 2 {
+		f := string(fv[i])
+		if _, ok := kf.fields[f]; !ok {
+			kf.fields[f] = struct{}{}
+			added++
+		}
+		if old, ok := k.fields[f]; ok {
+			k.bytes -= len(f) + len(old.val)
+			d.bytes -= len(f) + len(old.val)
+		}
+		k.fields[f] = pendingField{val: append([]byte(nil), fv[i+1]...), seq: k.seq}
+		k.bytes += len(f) + len(fv[i+1])
+		d.bytes += len(f) + len(fv[i+1])
+	}
+	kf.at = now
+	d.coalesced.Add(1)
+	return added, true
+}
+
+// Prime records a hash's fields as Redis listed them (HKEYS right after a
+// written-through HSET), so that later HSETs can be coalesced.
+func (d *Debouncer) Prime(room, key string, fields [][]byte) {
+	if !d.Enabled() {
+		return
+	}
+	set := make(map[string]struct{}, len(fields))
+	for _, f := range fields {
+		set[string(f)] = struct{}{}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.known) > 1<<17 {
+		clear(d.known)
+	}
+	d.known[key] = &knownFields{fields: set, room: room, at: d.m.now()}
+}
+
+// NoteWrite counts a write to a room that was not coalesced (INCR, LPUSH,
+// a written-through HSET ...): its result reaches the store with the room's
+// next snapshot. It forgets the field lists of the room's hashes, which
+// the write may have changed.
+func (d *Debouncer) NoteWrite(room string) {
+	if !d.Enabled() {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.forgetKnownLocked(room)
+	d.m.mu.Lock()
+	_, stored := d.m.states[room]
+	d.m.mu.Unlock()
+	if !stored {
+		return // a room the store does not have: nothing to snapshot
+	}
+	d.roomLocked(room, d.m.now())
+}
+
+func (d *Debouncer) forgetKnownLocked(room string) {
+	for k, kf := range d.known {
+		if kf.room == room {
+			delete(d.known, k)
+		}
+	}
+}
+
+// Pending returns a copy of a key's pending string value, or of the asked
+// hash fields' pending values. ok is false when the key has no pending
+// write, or (for fields) when any asked field is not pending: the caller
+// then flushes the key's room and asks Redis.
+func (d *Debouncer) Pending(key string, fields [][]byte) (str []byte, vals [][]byte, hash, ok bool) {
+	if !d.Enabled() {
+		return nil, nil, false, false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := d.keys[key]
+	if k == nil {
+		return nil, nil, false, false
+	}
+	if !k.hash {
+		if !k.expire.IsZero() && !d.m.now().Before(k.expire) {
+			return nil, nil, false, false // expired: the flush deletes it
+		}
+		return append([]byte(nil), k.str...), nil, false, true
+	}
+	for _, f := range fields {
+		v, ok := k.fields[string(f)]
+		if !ok {
+			return nil, nil, true, false
+		}
+		vals = append(vals, append([]byte(nil), v.val...))
+	}
+	return nil, vals, true, len(fields) > 0
+}
+
+// HasKey reports whether key has a pending write.
+func (d *Debouncer) HasKey(key string) bool {
+	if !d.Enabled() {
+		return false
+	}
+	d.mu.Lock()
+	_, ok := d.keys[key]
+	d.mu.Unlock()
+	return ok
+}
+
+// HasRoom reports whether room has writes not yet in Redis.
+func (d *Debouncer) HasRoom(room string) bool {
+	if !d.Enabled() {
+		return false
+	}
+	d.mu.Lock()
+	r := d.rooms[room]
+	ok := r != nil && len(r.keys) > 0
+	d.mu.Unlock()
+	return ok
+}
+
+// Stats returns the counters.
+func (d *Debouncer) Stats() DebounceStats {
+	if d == nil {
+		return DebounceStats{}
+	}
+	d.mu.Lock()
+	st := DebounceStats{PendingKeys: int64(len(d.keys)), PendingBytes: int64(d.bytes)}
+	for _, r := range d.rooms {
+		if len(r.keys) > 0 {
+			st.PendingRooms++
+		}
+	}
+	d.mu.Unlock()
+	st.Coalesced, st.WriteThrough = d.coalesced.Load(), d.writeThrough.Load()
+	st.Flushes, st.FlushedKeys, st.FlushErrors = d.flushes.Load(), d.flushedKeys.Load(), d.flushErrors.Load()
+	st.Overruns, st.Snapshots, st.SnapshotErrors = d.overruns.Load(), d.snapshots.Load(), d.snapshotErrors.Load()
+	st.MaxAgeMs, st.PendingReads = d.maxAgeMs.Load(), d.pendingReads.Load()
+	return st
+}
+
+// CountWriteThrough counts a state write that could not be coalesced.
+func (d *Debouncer) CountWriteThrough() { d.writeThrough.Add(1) }
+
+// flushScript writes a room's pending keys in one call. KEYS[1] is the
+// room's index, KEYS[2..] the keys. ARGV[1] is the room's TTL in seconds;
+// then for each key: kind (s: string, h: hash fields, x: delete, its own
+// expiry passed), the key's TTL in ms (0: the room's), n, and n values.
+const flushScript = `
+local ttl = ARGV[1]
+local a = 2
+for j = 2, #KEYS do
+  local k = KEYS[j]
+  local t, px, n = ARGV[a], tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
+  a = a + 3
+  if t == 's' then
+    if px > 0 then redis.call('SET', k, ARGV[a], 'PX', px) else redis.call('SET', k, ARGV[a], 'EX', ttl) end
+  elseif t == 'h' then
+    local i = a
+    while i < a + n do
+      local e = math.min(i + 1999, a + n - 1)
+      redis.call('HSET', k, unpack(ARGV, i, e))
+      i = e + 1
+    end
+    redis.call('EXPIRE', k, ttl)
+  else
+    redis.call('DEL', k)
+  end
+  a = a + n
+  if t ~= 'x' then redis.call('SADD', KEYS[1], k) end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return #KEYS - 1
+`
+
+// flushed is what one room's flush sent: each key's seq, to clear only
+// what has not been written again since.
+type flushed struct {
+	key   string
+	seq   uint64
+	since time.Time
+}
+
+// buildFlushLocked builds the flush of one room. Called with d.mu held.
+func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time) (cmd [][]byte, sent []flushed, oldest time.Time) {
+	if len(r.keys) == 0 {
+		return nil, nil, time.Time{}
+	}
+	d.m.mu.Lock()
+	s := d.m.states[id]
+	d.m.mu.Unlock()
+	ttl, keep := d.m.Rules.TTL(s)
+	if !keep {
+		ttl = d.m.Rules.TTLWaiting // a late write to a completed room must not live for ever
+	}
+	names := make([]string, 0, len(r.keys))
+	for k := range r.keys {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	cmd = [][]byte{[]byte("EVAL"), []byte(flushScript), strconv.AppendInt(nil, int64(len(names)+1), 10), []byte(IndexKey(id))}
+	for _, n := range names {
+		cmd = append(cmd, []byte(n))
+	}
+	cmd = append(cmd, seconds(ttl))
+	for _, n := range names {
+		k := r.keys[n]
+		if !k.since.IsZero() && (oldest.IsZero() || k.since.Before(oldest)) {
+			oldest = k.since
+		}
+		sent = append(sent, flushed{key: n, seq: k.seq, since: k.since})
+		k.since = time.Time{}
+		switch {
+		case k.hash:
+			cmd = append(cmd, []byte("h"), []byte("0"), strconv.AppendInt(nil, int64(2*len(k.fields)), 10))
+			fs := make([]string, 0, len(k.fields))
+			for f := range k.fields {
+				fs = append(fs, f)
+			}
+			slices.Sort(fs)
+			for _, f := range fs {
+				cmd = append(cmd, []byte(f), k.fields[f].val)
+			}
+		case !k.expire.IsZero():
+			left := k.expire.Sub(now)
+			if left <= 0 {
+				cmd = append(cmd, []byte("x"), []byte("0"), []byte("0"))
+				continue
+			}
+			if left > ttl {
+				left = ttl // a client's TTL stands only when shorter than the policy's
+			}
+			cmd = append(cmd, []byte("s"), strconv.AppendInt(nil, max(left.Milliseconds(), 1), 10), []byte("1"), k.str)
+		default:
+			cmd = append(cmd, []byte("s"), []byte("0"), []byte("1"), k.str)
+		}
+	}
+	return cmd, sent, oldest
+}
+
+// settleLocked clears what a flush wrote, keeping writes newer than it.
+// Called with d.mu held.
+func (d *Debouncer) settleLocked(id string, r *pendingRoom, sent []flushed, ok bool, now time.Time) {
+	for _, f := range sent {
+		k := d.keys[f.key]
+		if k == nil {
+			continue
+		}
+		if !ok {
+			if k.since.IsZero() || (!f.since.IsZero() && f.since.Before(k.since)) {
+				k.since = f.since // still pending, as old as it was
+			}
+			continue
+		}
+		if k.hash {
+			for name, fv := range k.fields {
+				if fv.seq <= f.seq {
+					k.bytes -= len(name) + len(fv.val)
+					d.bytes -= len(name) + len(fv.val)
+					delete(k.fields, name)
+				}
+			}
+			if len(k.fields) > 0 {
+				continue
+			}
+		} else if k.seq != f.seq {
+			continue
+		}
+		d.bytes -= k.bytes
+		delete(d.keys, f.key)
+		delete(r.keys, f.key)
+	}
+	if ok {
+		r.lastFlush = now
+	}
+	if len(r.keys) == 0 && r.writes == 0 {
+		delete(d.rooms, id)
+	}
+}
+
+// flushLocked writes room id's pending keys to Redis. The caller holds the
+// room's lock. covered is how many of the room's counted writes are in Redis
+// once it returns without error: what a snapshot taken now holds.
+func (d *Debouncer) flushLocked(ctx context.Context, id string) (covered int, err error) {
+	d.mu.Lock()
+	r := d.rooms[id]
+	if r == nil {
+		d.mu.Unlock()
+		return 0, nil
+	}
+	covered = r.writes
+	if len(r.keys) == 0 {
+		d.mu.Unlock()
+		return covered, nil
+	}
+	start := d.m.now()
+	cmd, sent, oldest := d.buildFlushLocked(id, r, start)
+	d.mu.Unlock()
+	_, err = reply(d.m.exec(ctx, [][][]byte{cmd})[0])
+	now := d.m.now()
+	d.mu.Lock()
+	d.settleLocked(id, r, sent, err == nil, now)
+	d.mu.Unlock()
+	if err != nil {
+		d.flushErrors.Add(1)
+		return 0, err
+	}
+	d.flushes.Add(1)
+	d.flushedKeys.Add(int64(len(sent)))
+	if !oldest.IsZero() {
+		age := now.Sub(oldest)
+		if ms := age.Milliseconds(); ms > d.maxAgeMs.Load() {
+			d.maxAgeMs.Store(ms)
+		}
+		if age > 2*d.cfg.Window {
+			d.overruns.Add(1)
+		}
+		if d.cfg.OnFlush != nil {
+			d.cfg.OnFlush(now.Sub(start), age)
+		}
+	}
+	return covered, nil
+}
+
+// FlushRoom writes room id's pending keys to Redis now (before a command that
+// is not coalesced touches the room, and for ROOM.FLUSH).
+func (d *Debouncer) FlushRoom(ctx context.Context, id string) error {
+	if !d.HasRoom(id) {
+		return nil
+	}
+	mu := d.m.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	_, err := d.flushLocked(ctx, id)
+	return err
+}
+
+// PersistRoom flushes room id and stores its snapshot now.
+func (d *Debouncer) PersistRoom(ctx context.Context, id string) error {
+	mu := d.m.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	covered, err := d.flushLocked(ctx, id)
+	if err != nil {
+		return err
+	}
+	return d.persistLocked(ctx, id, covered)
+}
+
+// flushDue is the flusher's task for one room: flush it, and store its
+// snapshot right after when one is due, under one hold of the room's lock.
+func (d *Debouncer) flushDue(ctx context.Context, id string) error {
+	mu := d.m.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	covered, err := d.flushLocked(ctx, id)
+	if err != nil || !d.persistDue(id, d.m.now()) {
+		return err
+	}
+	return d.persistLocked(ctx, id, covered)
+}
+
+func (d *Debouncer) persistDue(id string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := d.rooms[id]
+	return r != nil && d.persistDueLocked(r, now)
+}
+
+// persistDueLocked: a snapshot is read from Redis, which changes at most once
+// a window, so never more often than that, however many writes come.
+func (d *Debouncer) persistDueLocked(r *pendingRoom, now time.Time) bool {
+	return r.writes > 0 && now.Sub(r.persisted) >= d.cfg.Window &&
+		(r.writes >= d.cfg.PersistEveryN || now.Sub(r.firstSeen) >= d.cfg.PersistInterval)
+}
+
+// persistLocked stores the room's snapshot, read from Redis in one call, and
+// takes covered writes off the room's count. The caller holds the room's
+// lock and has flushed the room.
+func (d *Debouncer) persistLocked(ctx context.Context, id string, covered int) error {
+	if covered == 0 {
+		return nil
+	}
+	d.m.mu.Lock()
+	s, stored := d.m.states[id]
+	d.m.mu.Unlock()
+	if stored && s != policy.Completed {
+		keys, err := d.m.snapshot(ctx, id)
+		if err == nil {
+			room := fallback.Room{ID: id, Status: s.String(), Keys: keys, UpdatedAt: d.m.now()}
+			err = d.m.put(ctx, &room)
+		}
+		if err != nil {
+			d.snapshotErrors.Add(1)
+			return err
+		}
+		d.snapshots.Add(1)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r := d.rooms[id]; r != nil {
+		r.persisted = d.m.now()
+		d.takeWritesLocked(id, r, covered)
+	}
+	return nil
+}
+
+func (d *Debouncer) takeWritesLocked(id string, r *pendingRoom, covered int) {
+	r.writes = max(r.writes-covered, 0)
+	if r.writes > 0 {
+		r.firstSeen = d.m.now()
+	}
+	if len(r.keys) == 0 && r.writes == 0 {
+		delete(d.rooms, id)
+	}
+}
+
+// forgetRoom takes the writes a lifecycle write's stored snapshot covered
+// off the room's count (its pending keys were flushed first).
+func (d *Debouncer) forgetRoom(id string, covered int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.forgetKnownLocked(id)
+	if r := d.rooms[id]; r != nil {
+		r.persisted = d.m.now()
+		d.takeWritesLocked(id, r, covered)
+	}
+}
+
+// due lists the rooms whose writes should go to Redis now, and those whose
+// snapshot should be stored.
+func (d *Debouncer) due(now time.Time, all bool) (flush, persist []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, r := range d.rooms {
+		if all {
+			persist = append(persist, id) // PersistRoom flushes first
+			continue
+		}
+		if len(r.keys) > 0 {
+			oldest := time.Time{}
+			for _, k := range r.keys {
+				if !k.since.IsZero() && (oldest.IsZero() || k.since.Before(oldest)) {
+					oldest = k.since
+				}
+			}
+			from := oldest
+			if r.lastFlush.After(from) {
+				from = r.lastFlush
+			}
+			if !oldest.IsZero() && now.Sub(from) >= d.cfg.Window {
+				flush = append(flush, id)
+			}
+		}
+		if len(r.keys) == 0 && d.persistDueLocked(r, now) {
+			persist = append(persist, id)
+		}
+	}
+	return flush, persist
+}
+
+// Run flushes due rooms until ctx ends. Rooms are flushed concurrently (the
+// upstream engine pipelines concurrent calls into shared round trips), by at
+// most workers goroutines.
+func (d *Debouncer) Run(ctx context.Context) {
+	if !d.Enabled() {
+		return
+	}
+	tick := time.NewTicker(max(d.cfg.Window/10, 5*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		d.pass(ctx, false)
+	}
+}
+
+const flushWorkers = 32
+
+// pass flushes (all: every room) and stores due snapshots; it returns how
+// many rooms could not be flushed or stored.
+func (d *Debouncer) pass(ctx context.Context, all bool) int {
+	flush, persist := d.due(d.m.now(), all)
+	if len(flush) == 0 && len(persist) == 0 {
+		return 0
+	}
+	var failed atomic.Int64
+	work := make(chan func(), len(flush)+len(persist))
+	for _, id := range flush {
+		work <- func() {
+			opCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := d.flushDue(opCtx, id); err != nil {
+				failed.Add(1)
+			}
+		}
+	}
+	for _, id := range persist {
+		work <- func() {
+			opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := d.PersistRoom(opCtx, id); err != nil {
+				failed.Add(1)
+			}
+		}
+	}
+	close(work)
+	var wg sync.WaitGroup
+	for range min(flushWorkers, len(flush)+len(persist)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				f()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		d.cfg.Logger.Warn("debounce: rooms not flushed or stored; they stay pending and are retried", "rooms", n)
+	}
+	return int(failed.Load())
+}
+
+// ErrPendingLeft is returned by Drain when writes could not all be flushed.
+var ErrPendingLeft = errors.New("debounce: pending writes left")
+
+// Drain flushes every pending write to Redis and stores every room's
+// snapshot, retrying until done or ctx ends (SIGTERM, SPEC 11). It logs how
+// many rooms were left if ctx ended first.
+func (d *Debouncer) Drain(ctx context.Context) error {
+	if !d.Enabled() {
+		return nil
+	}
+	for {
+		failed := d.pass(ctx, true)
+		st := d.Stats()
+		d.mu.Lock()
+		left := len(d.rooms)
+		d.mu.Unlock()
+		if failed == 0 && left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			d.cfg.Logger.Error("shutdown: pending room writes not flushed", "rooms", left, "keys", st.PendingKeys, "bytes", st.PendingBytes)
+			return ErrPendingLeft
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Debouncer returns the manager's debouncer (nil when writes are not
+// debounced; a nil Debouncer is disabled and safe to call).
+func (m *Manager) Debouncer() *Debouncer { return m.debounce }
+
+// CountRead counts a read answered from a pending write.
+func (d *Debouncer) CountRead() { d.pendingReads.Add(1) }
+
+// Exec runs commands upstream in one round trip, over RESP2.
+func (m *Manager) Exec(ctx context.Context, cmds [][][]byte) []batch.Reply { return m.exec(ctx, cmds) }
