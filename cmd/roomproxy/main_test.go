@@ -1,14 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,47 +57,13 @@ func TestZeroConfiguration(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "roomproxy")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// Ports 0 so that tests never collide; everything else is the default.
-	cmd := exec.CommandContext(ctx, bin, "-proxy-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	cmd.Dir = t.TempDir() // the embedded room store's file goes there
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addrs := map[string]string{}
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	re := regexp.MustCompile(`msg="(roomproxy|metrics) listening" addr=(\S+)`)
-	var log []string
-	for len(addrs) < 2 {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("roomproxy exited early:\n%s", strings.Join(log, "\n"))
-			}
-			log = append(log, l)
-			if m := re.FindStringSubmatch(l); m != nil {
-				addrs[m[1]] = m[2]
-			}
-		case <-ctx.Done():
-			t.Fatal("roomproxy did not start")
-		}
-	}
-	if !strings.Contains(strings.Join(log, "\n"), "zero-configuration mode") {
-		t.Errorf("the zero-configuration mode should be logged clearly:\n%s", strings.Join(log, "\n"))
+	p := startBinary(t)
+	addrs := p.addrs
+	if !strings.Contains(strings.Join(p.log, "\n"), "zero-configuration mode") {
+		t.Errorf("the zero-configuration mode should be logged clearly:\n%s", strings.Join(p.log, "\n"))
 	}
 	c := redis.NewClient(&redis.Options{Addr: addrs["roomproxy"]})
 	if err := c.Set(ctx, "room:zero", "works", 0).Err(); err != nil {
@@ -133,10 +94,9 @@ func TestZeroConfiguration(t *testing.T) {
 			t.Errorf("/health/redis: %s", body)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	for range lines {
-	}
-	if err := cmd.Wait(); err != nil {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.rest()
+	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 }
