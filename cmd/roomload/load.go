@@ -162,8 +162,10 @@ func newRunner(ctx context.Context, cfg config, progress io.Writer) (*runner, er
 	if r.endpoint, err = newClient(cfg.Addr, cfg.Conns, cfg.Timeout); err != nil {
 		return nil, fmt.Errorf("-addr: %w", err)
 	}
-	r.readers, _ = newClient(cfg.Addr, max(cfg.Readers, 1), cfg.Timeout)
-	if r.upstream, err = newClient(upstreamURL, 2, cfg.Timeout); err != nil {
+	r.readers, _ = newClient(cfg.Addr, max(cfg.Readers, 1), cfg.Timeout) // the same URL: no error
+	// INFO uses one connection, opened by the first INFO; the final checks
+	// may open more, after the last INFO.
+	if r.upstream, err = newClient(upstreamURL, min(cfg.Conns, 8), cfg.Timeout); err != nil {
 		r.close()
 		return nil, fmt.Errorf("-upstream: %w", err)
 	}
@@ -307,15 +309,12 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	rep := r.report(time.Since(start))
 	if ctx.Err() != nil {
-		rep.Interrupted = true
-		rep.judge()
-		return rep, nil
+		return r.finish(rep, true), nil
 	}
 
 	r.logf("settling for %s", r.cfg.Settle)
-	select {
-	case <-ctx.Done():
-	case <-time.After(r.cfg.Settle):
+	if !sleep(ctx, r.cfg.Settle) {
+		return r.finish(rep, true), nil
 	}
 	rep.Client.Flushes = r.flush(ctx)
 	after, err := r.commandStats(ctx)
@@ -336,9 +335,13 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 
 	r.logf("checking final states")
 	rep.Final = r.checkFinal(ctx)
-	if ctx.Err() != nil {
-		rep.Interrupted = true
-	}
+	return r.finish(rep, ctx.Err() != nil), nil
+}
+
+// finish adds the error texts and the examples of the load to rep and
+// judges it.
+func (r *runner) finish(rep *Report, interrupted bool) *Report {
+	rep.Interrupted = interrupted
 	r.st.mu.Lock()
 	rep.Final.Examples = append(append([]string(nil), r.st.examples...), rep.Final.Examples...)
 	if len(rep.Final.Examples) > maxExamples {
@@ -349,7 +352,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	r.st.mu.Unlock()
 	rep.judge()
-	return rep, nil
+	return rep
 }
 
 // report fills in what the load itself measured.
@@ -628,7 +631,8 @@ func (r *runner) flush(ctx context.Context) int64 {
 	var n atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(r.cfg.Conns)
-	for i, rm := range r.rooms {
+	first := true
+	for _, rm := range r.rooms {
 		if rm.ackSeq.Load() < 0 {
 			continue
 		}
@@ -644,7 +648,8 @@ func (r *runner) flush(ctx context.Context) int64 {
 			n.Add(1)
 			return nil
 		}
-		if i == 0 {
+		if first {
+			first = false
 			if f() != nil {
 				return 0
 			}

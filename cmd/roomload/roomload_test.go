@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"maps"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +134,49 @@ func TestUpstreamChecksWithoutAProxy(t *testing.T) {
 	}
 	if !maps.Equal(rep.Upstream.Commands, rep.Client.Commands) {
 		t.Fatalf("upstream commandstats %v, client commands %v: want them equal", rep.Upstream.Commands, rep.Client.Commands)
+	}
+}
+
+// Cancelling the context (ctrl-c) ends the load at once and gives a report
+// marked interrupted, which is not OK.
+func TestInterruptedRun(t *testing.T) {
+	srv := testredis.Start(t, testredis.Options{})
+	r := smallRun(t, "redis://"+srv.Addr, "-duration", "10m")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		for r.st.cmds[cmdSet].Load() < 20 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	rep, err := r.run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Interrupted || rep.OK || rep.Client.Total == 0 {
+		t.Fatalf("interrupted %v ok %v commands %d, want an interrupted, failed report with commands", rep.Interrupted, rep.OK, rep.Client.Total)
+	}
+}
+
+func TestMainJSONAndExitStatus(t *testing.T) {
+	srv := testredis.Start(t, testredis.Options{})
+	var out, errOut strings.Builder
+	code := realMain([]string{"-addr", srv.Addr, "-rooms", "2", "-duration", "500ms", "-settle", "0s", "-readers", "1", "-json"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %s, stdout %s", code, errOut.String(), out.String())
+	}
+	var rep Report
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+		t.Fatalf("stdout is not a JSON report: %v\n%s", err, out.String())
+	}
+	if !rep.OK || !rep.Direct || rep.Rooms != 2 || rep.Client.Total != rep.Upstream.Total {
+		t.Fatalf("report %+v", rep)
+	}
+	if code := realMain([]string{"-rooms", "0"}, &out, io.Discard); code != 2 {
+		t.Fatalf("bad flag: exit %d, want 2", code)
+	}
+	if code := realMain([]string{"-addr", "127.0.0.1:1", "-timeout", "1s"}, &out, io.Discard); code != 2 {
+		t.Fatalf("nothing listening: exit %d, want 2", code)
 	}
 }
