@@ -199,9 +199,13 @@ def lost(r):
 rows = [
     ("client commands/s", lambda r: f"{r['client']['per_s']:.0f}"),
     ("client commands", lambda r: str(r["client"]["total"])),
-    ("upstream commands", lambda r: str(r["upstream_commands"]["total"])),
-    ("upstream per client command", lambda r: f"{r['ratio']['overall']:.3f}"),
-    ("upstream set/hset per client SET+HSET", lambda r: f"{r['ratio']['writes']:.3f}"),
+    ("upstream commands (commandstats)", lambda r: str(r["upstream_commands"]["total"])),
+    ("upstream commands sent (MONITOR; billed per request)", lambda r: str(r["upstream_commands"]["sent_total"])),
+    ("  of which writes (not reads)", lambda r: str(r["upstream_commands"]["sent_writes"])),
+    ("commands run inside scripts (not sent)", lambda r: str(r["upstream_commands"]["in_scripts"])),
+    ("sent per client command", lambda r: f"{r['ratio']['sent']:.3f}"),
+    ("sent writes per client SET+HSET", lambda r: f"{r['ratio']['sent_writes']:.3f}"),
+    ("upstream per client command (commandstats, with scripts' inner calls)", lambda r: f"{r['ratio']['overall']:.3f}"),
     ("state write p50 / p99 ms", lambda r: f"{r['latency_ms']['state_writes']['p50']:.3f} / {r['latency_ms']['state_writes']['p99']:.3f}"),
     ("lifecycle write p50 / p99 ms", lambda r: f"{r['latency_ms']['lifecycle_writes']['p50']:.3f} / {r['latency_ms']['lifecycle_writes']['p99']:.3f}"),
     ("read p50 / p99 ms", lambda r: f"{r['latency_ms']['reads']['p50']:.3f} / {r['latency_ms']['reads']['p99']:.3f}"),
@@ -216,8 +220,8 @@ print("|---|---:|---:|")
 for name, f in rows:
     print(f"| {name} | {f(d)} | {f(p)} |")
 print()
-top = sorted(p["upstream_commands"]["commands"].items(), key=lambda kv: -kv[1])
-print("roomproxy's upstream commands: " + (", ".join(f"{k} {v}" for k, v in top) or "none") + ".")
+top = sorted(p["upstream_commands"]["sent"].items(), key=lambda kv: -kv[1])
+print("roomproxy's upstream commands sent: " + (", ".join(f"{k} {v}" for k, v in top) or "none") + ".")
 if p["final"]["mongo_checked"]:
     f = p["final"]
     print(f"MongoDB: {f['mongo_completed_lost']} of {f['completed']} completed rooms lost; "

@@ -115,37 +115,43 @@ func (s *session) coalesce(name string, args [][]byte) bool {
 	return true
 }
 
-// primeHash writes an HSET or HMSET through, with the room's TTL commands,
-// and lists the hash's fields in the same round trip, so that the next
-// writes to the hash can be coalesced with exact replies. It answers the
-// command; false means it did not run.
-func (s *session) primeHash(args [][]byte, after [][][]byte) bool {
+// primeHash writes an HSET or HMSET through, with the room's TTL and key
+// index, and lists the hash's fields in the same script call, so that the
+// next writes to the hash can be coalesced with exact replies. It answers
+// the command; false means it did not run.
+func (s *session) primeHash(args [][]byte) bool {
 	d := s.debouncer()
 	m := s.srv.cfg.Rooms
 	id, ok := m.RoomOf(args[1])
 	if !d.Enabled() || !ok || len(args)%2 != 0 {
 		return false
 	}
-	cmds := append(append([][][]byte{args}, after...), [][]byte{[]byte("HKEYS"), args[1]})
 	ctx, cancel := s.upstreamCtx()
-	replies := m.Exec(ctx, cmds)
+	added, fields, err := m.WriteHash(ctx, id, args[1], args[2:])
 	cancel()
-	s.localReply(replies[0])
-	d.NoteWrite(id)
-	if r := replies[len(replies)-1]; r.Err == nil && replies[0].Err == nil && len(r.Raw) > 0 && r.Raw[0] == '*' {
-		if fields, err := rooms.ParseBulks(r.Raw); err == nil {
-			d.Prime(id, string(args[1]), fields)
-		}
+	if err != nil {
+		s.err(upstreamErrorText(err))
+		return true
 	}
+	if strings.EqualFold(string(args[0]), "hmset") {
+		s.simple("OK")
+	} else {
+		s.integer(added)
+	}
+	d.NoteWrite(id)
+	d.Prime(id, string(args[1]), fields)
+	d.CountWriteThrough()
 	return true
 }
 
 // readPending answers a read of a key with a pending write from the pending
-// value, when the command is one that value can answer.
-func (s *session) readPending(name string, args [][]byte) bool {
+// value, when the command is one that value can answer. When it cannot,
+// settled reports that Redis is current for this read anyway (hash fields
+// none of which is pending), so no flush is needed.
+func (s *session) readPending(name string, args [][]byte) (answered, settled bool) {
 	d := s.debouncer()
 	if !d.Enabled() || len(args) < 2 {
-		return false
+		return false, false
 	}
 	key := string(args[1])
 	var fields [][]byte
@@ -156,14 +162,14 @@ func (s *session) readPending(name string, args [][]byte) bool {
 		fields = args[2:]
 	case "get", "strlen", "type", "exists":
 		if len(args) != 2 {
-			return false
+			return false, false
 		}
 	default:
-		return false
+		return false, false
 	}
-	str, vals, hash, ok := d.Pending(key, fields)
+	str, vals, hash, ok, none := d.Pending(key, fields)
 	if !ok && !(hash && (name == "type" || name == "exists")) {
-		return false
+		return false, hash && none
 	}
 	switch {
 	case name == "type" && hash:
@@ -186,10 +192,26 @@ func (s *session) readPending(name string, args [][]byte) bool {
 	case !hash && name == "strlen":
 		s.integer(int64(len(str)))
 	default:
-		return false // a string asked as a hash or back: Redis gives WRONGTYPE
+		return false, false // a string asked as a hash or back: Redis gives WRONGTYPE
 	}
 	d.CountRead()
-	return true
+	return true, false
+}
+
+// noteWrites counts a forwarded write for the snapshots of the rooms of its
+// keys, once it has reached Redis, so that the room's next snapshot is taken
+// after it.
+func (s *session) noteWrites(keys [][]byte) {
+	d := s.debouncer()
+	if !d.Enabled() {
+		return
+	}
+	m := s.srv.cfg.Rooms
+	for _, k := range keys {
+		if id, ok := m.RoomOf(k); ok {
+			s.afterDrain = append(s.afterDrain, func() { d.NoteWrite(id) })
+		}
+	}
 }
 
 // settle makes Redis current for a command about to run there: if a key of
@@ -207,11 +229,6 @@ func (s *session) settle(keys [][]byte, write bool) bool {
 		id, ok := m.RoomOf(k)
 		if !ok {
 			continue
-		}
-		if write {
-			// Counted once the write has reached Redis, so that the room's
-			// next snapshot is taken after it.
-			s.afterDrain = append(s.afterDrain, func() { d.NoteWrite(id) })
 		}
 		if (write && d.HasRoom(id)) || (!write && d.HasKey(string(k))) {
 			ids = append(ids, id)
@@ -248,8 +265,14 @@ func (s *session) settleCmds(cmds [][][]byte) bool {
 				sp = sub
 			}
 		}
-		if sp.First > 0 && s.touchesRoom(sp, c) && !s.settle(sp.keys(c), sp.Flags&FlagWrite != 0) {
+		if sp.First == 0 || !s.touchesRoom(sp, c) {
+			continue
+		}
+		if !s.settle(sp.keys(c), sp.Flags&FlagWrite != 0) {
 			return false
+		}
+		if sp.Flags&FlagWrite != 0 {
+			s.noteWrites(sp.keys(c))
 		}
 	}
 	return true

@@ -50,10 +50,11 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		if !s.settle(sp.keys(args), true) {
 			return
 		}
-		if (name == "hset" || name == "hmset") && s.primeHash(args, p.After) {
+		if (name == "hset" || name == "hmset") && s.primeHash(args) {
 			s.touchRooms(sp.keys(args))
 			return
 		}
+		s.noteWrites(sp.keys(args))
 		sl.fwd = int32(s.batch.Add(args, false))
 		for _, c := range p.After {
 			s.hidden(c)
@@ -114,6 +115,7 @@ func (s *session) roomScript(args [][]byte, sl *slot) bool {
 	if !s.settle(roomKeys, true) {
 		return true
 	}
+	s.noteWrites(roomKeys)
 	sl.fwd = int32(s.batch.Add(args, false))
 	ctx, cancel := s.upstreamCtx()
 	after := m.TTLFor(ctx, roomKeys, false)

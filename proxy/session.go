@@ -327,8 +327,13 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 			s.afterForward = nil
 		}
 	case blocks(sp, args):
-		if s.srv.cfg.Rooms != nil && s.touchesRoom(sp, args) && !s.settle(sp.keys(args), f&FlagWrite != 0) {
-			return
+		if s.srv.cfg.Rooms != nil && s.touchesRoom(sp, args) {
+			if !s.settle(sp.keys(args), f&FlagWrite != 0) {
+				return
+			}
+			if f&FlagWrite != 0 {
+				s.noteWrites(sp.keys(args))
+			}
 		}
 		s.blocking(args)
 	case f&FlagWrite != 0 && s.srv.cfg.Rooms != nil && s.touchesRoom(sp, args):
@@ -337,11 +342,15 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 	case s.srv.cfg.Rooms != nil && sp.First > 0 && s.touchesRoom(sp, args):
 		keys := sp.keys(args)
 		s.touchRooms(keys)
-		if f&FlagRead != 0 && s.readPending(sp.Name, args) {
-			sl.pending = true // answered from a pending write
-			return
+		settled := false
+		if f&FlagRead != 0 {
+			var answered bool
+			if answered, settled = s.readPending(sp.Name, args); answered {
+				sl.pending = true // answered from a pending write
+				return
+			}
 		}
-		if !s.settle(keys, f&FlagWrite != 0) {
+		if !settled && !s.settle(keys, f&FlagWrite != 0) {
 			return
 		}
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))

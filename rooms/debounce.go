@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/fallback"
 	"github.com/roomproxy/roomproxy/policy"
 )
@@ -330,31 +329,37 @@ func (d *Debouncer) forgetKnownLocked(room string) {
 // Pending returns a copy of a key's pending string value, or of the asked
 // hash fields' pending values. ok is false when the key has no pending
 // write, or (for fields) when any asked field is not pending: the caller
-// then flushes the key's room and asks Redis.
-func (d *Debouncer) Pending(key string, fields [][]byte) (str []byte, vals [][]byte, hash, ok bool) {
+// then flushes the key's room and asks Redis, unless none is true: none of
+// the asked fields is pending, so Redis has their latest values as they are.
+func (d *Debouncer) Pending(key string, fields [][]byte) (str []byte, vals [][]byte, hash, ok, none bool) {
 	if !d.Enabled() {
-		return nil, nil, false, false
+		return nil, nil, false, false, true
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := d.keys[key]
 	if k == nil {
-		return nil, nil, false, false
+		return nil, nil, false, false, true
 	}
 	if !k.hash {
 		if !k.expire.IsZero() && !d.m.now().Before(k.expire) {
-			return nil, nil, false, false // expired: the flush deletes it
+			return nil, nil, false, false, false // expired: the flush deletes it
 		}
-		return append([]byte(nil), k.str...), nil, false, true
+		return append([]byte(nil), k.str...), nil, false, true, false
 	}
+	missing := 0
 	for _, f := range fields {
 		v, ok := k.fields[string(f)]
 		if !ok {
-			return nil, nil, true, false
+			missing++
+			continue
 		}
 		vals = append(vals, append([]byte(nil), v.val...))
 	}
-	return nil, vals, true, len(fields) > 0
+	if missing > 0 {
+		return nil, nil, true, false, len(fields) > 0 && missing == len(fields)
+	}
+	return nil, vals, true, len(fields) > 0, false
 }
 
 // HasKey reports whether key has a pending write.
@@ -405,11 +410,13 @@ func (d *Debouncer) CountWriteThrough() { d.writeThrough.Add(1) }
 
 // flushScript writes a room's pending keys in one call. KEYS[1] is the
 // room's index, KEYS[2..] the keys. ARGV[1] is the room's TTL in seconds;
-// then for each key: kind (s: string, h: hash fields, x: delete, its own
-// expiry passed), the key's TTL in ms (0: the room's), n, and n values.
-const flushScript = `
+// ARGV[2] the room's state key when the call should also return the room's
+// snapshot (snapshotLua), else empty; then for each key: kind (s: string, h:
+// hash fields, x: delete, its own expiry passed), the key's TTL in ms (0: the
+// room's), n, and n values.
+const flushScript = snapshotLua + `
 local ttl = ARGV[1]
-local a = 2
+local a = 3
 for j = 2, #KEYS do
   local k = KEYS[j]
   local t, px, n = ARGV[a], tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
@@ -431,6 +438,7 @@ for j = 2, #KEYS do
   if t ~= 'x' then redis.call('SADD', KEYS[1], k) end
 end
 redis.call('EXPIRE', KEYS[1], ttl)
+if ARGV[2] ~= '' then return snapshot(KEYS[1], ARGV[2]) end
 return #KEYS - 1
 `
 
@@ -443,17 +451,11 @@ type flushed struct {
 }
 
 // buildFlushLocked builds the flush of one room. Called with d.mu held.
-func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time) (cmd [][]byte, sent []flushed, oldest time.Time) {
+func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time, snap bool) (cmd [][]byte, sent []flushed, oldest time.Time) {
 	if len(r.keys) == 0 {
 		return nil, nil, time.Time{}
 	}
-	d.m.mu.Lock()
-	s := d.m.states[id]
-	d.m.mu.Unlock()
-	ttl, keep := d.m.Rules.TTL(s)
-	if !keep {
-		ttl = d.m.Rules.TTLWaiting // a late write to a completed room must not live for ever
-	}
+	ttl := d.m.roomTTL(id)
 	names := make([]string, 0, len(r.keys))
 	for k := range r.keys {
 		names = append(names, k)
@@ -463,7 +465,10 @@ func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time) (
 	for _, n := range names {
 		cmd = append(cmd, []byte(n))
 	}
-	cmd = append(cmd, seconds(ttl))
+	cmd = append(cmd, seconds(ttl), nil)
+	if snap {
+		cmd[len(cmd)-1] = []byte(d.m.Rules.Prefix + id)
+	}
 	for _, n := range names {
 		k := r.keys[n]
 		if !k.since.IsZero() && (oldest.IsZero() || k.since.Before(oldest)) {
@@ -541,30 +546,35 @@ func (d *Debouncer) settleLocked(id string, r *pendingRoom, sent []flushed, ok b
 
 // flushLocked writes room id's pending keys to Redis. The caller holds the
 // room's lock. covered is how many of the room's counted writes are in Redis
-// once it returns without error: what a snapshot taken now holds.
-func (d *Debouncer) flushLocked(ctx context.Context, id string) (covered int, err error) {
+// once it returns without error: what a snapshot taken now holds. With snap,
+// it also returns the room's snapshot, read in the same call.
+func (d *Debouncer) flushLocked(ctx context.Context, id string, snap bool) (covered int, keys map[string]fallback.Value, err error) {
 	d.mu.Lock()
 	r := d.rooms[id]
-	if r == nil {
-		d.mu.Unlock()
-		return 0, nil
+	if r != nil {
+		covered = r.writes
 	}
-	covered = r.writes
-	if len(r.keys) == 0 {
+	if r == nil || len(r.keys) == 0 {
 		d.mu.Unlock()
-		return covered, nil
+		if snap {
+			keys, err = d.m.snapshot(ctx, id)
+		}
+		return covered, keys, err
 	}
 	start := d.m.now()
-	cmd, sent, oldest := d.buildFlushLocked(id, r, start)
+	cmd, sent, oldest := d.buildFlushLocked(id, r, start, snap)
 	d.mu.Unlock()
-	_, err = reply(d.m.exec(ctx, [][][]byte{cmd})[0])
+	v, err := reply(d.m.exec(ctx, [][][]byte{cmd})[0])
 	now := d.m.now()
 	d.mu.Lock()
 	d.settleLocked(id, r, sent, err == nil, now)
 	d.mu.Unlock()
 	if err != nil {
 		d.flushErrors.Add(1)
-		return 0, err
+		return 0, nil, err
+	}
+	if snap {
+		keys = parseSnapshot(v)
 	}
 	d.flushes.Add(1)
 	d.flushedKeys.Add(int64(len(sent)))
@@ -580,7 +590,7 @@ func (d *Debouncer) flushLocked(ctx context.Context, id string) (covered int, er
 			d.cfg.OnFlush(now.Sub(start), age)
 		}
 	}
-	return covered, nil
+	return covered, keys, nil
 }
 
 // FlushRoom writes room id's pending keys to Redis now (before a command that
@@ -592,33 +602,52 @@ func (d *Debouncer) FlushRoom(ctx context.Context, id string) error {
 	mu := d.m.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
-	_, err := d.flushLocked(ctx, id)
+	_, _, err := d.flushLocked(ctx, id, false)
 	return err
 }
 
 // PersistRoom flushes room id and stores its snapshot now.
 func (d *Debouncer) PersistRoom(ctx context.Context, id string) error {
-	mu := d.m.lock(id)
-	mu.Lock()
-	defer mu.Unlock()
-	covered, err := d.flushLocked(ctx, id)
-	if err != nil {
-		return err
-	}
-	return d.persistLocked(ctx, id, covered)
+	return d.flushAndPersist(ctx, id, true)
 }
 
 // flushDue is the flusher's task for one room: flush it, and store its
-// snapshot right after when one is due, under one hold of the room's lock.
+// snapshot, read in the same call, when one is due.
 func (d *Debouncer) flushDue(ctx context.Context, id string) error {
+	return d.flushAndPersist(ctx, id, false)
+}
+
+func (d *Debouncer) flushAndPersist(ctx context.Context, id string, always bool) error {
 	mu := d.m.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
-	covered, err := d.flushLocked(ctx, id)
-	if err != nil || !d.persistDue(id, d.m.now()) {
+	persist := d.persistDue(id, d.m.now()) || always
+	if persist && !d.storedRoom(id) {
+		persist = false
+		defer d.takeWrites(id) // nothing to store: forget the count
+	}
+	covered, keys, err := d.flushLocked(ctx, id, persist)
+	if err != nil || !persist {
 		return err
 	}
-	return d.persistLocked(ctx, id, covered)
+	return d.persistLocked(ctx, id, covered, keys)
+}
+
+// storedRoom reports whether the store has room id in a state that takes
+// snapshots (known, not completed).
+func (d *Debouncer) storedRoom(id string) bool {
+	d.m.mu.Lock()
+	defer d.m.mu.Unlock()
+	s, ok := d.m.states[id]
+	return ok && s != policy.Completed
+}
+
+func (d *Debouncer) takeWrites(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r := d.rooms[id]; r != nil {
+		d.takeWritesLocked(id, r, r.writes)
+	}
 }
 
 func (d *Debouncer) persistDue(id string, now time.Time) bool {
@@ -635,28 +664,19 @@ func (d *Debouncer) persistDueLocked(r *pendingRoom, now time.Time) bool {
 		(r.writes >= d.cfg.PersistEveryN || now.Sub(r.firstSeen) >= d.cfg.PersistInterval)
 }
 
-// persistLocked stores the room's snapshot, read from Redis in one call, and
+// persistLocked stores the room's snapshot (keys, read with the flush) and
 // takes covered writes off the room's count. The caller holds the room's
 // lock and has flushed the room.
-func (d *Debouncer) persistLocked(ctx context.Context, id string, covered int) error {
-	if covered == 0 {
-		return nil
-	}
+func (d *Debouncer) persistLocked(ctx context.Context, id string, covered int, keys map[string]fallback.Value) error {
 	d.m.mu.Lock()
-	s, stored := d.m.states[id]
+	s := d.m.states[id]
 	d.m.mu.Unlock()
-	if stored && s != policy.Completed {
-		keys, err := d.m.snapshot(ctx, id)
-		if err == nil {
-			room := fallback.Room{ID: id, Status: s.String(), Keys: keys, UpdatedAt: d.m.now()}
-			err = d.m.put(ctx, &room)
-		}
-		if err != nil {
-			d.snapshotErrors.Add(1)
-			return err
-		}
-		d.snapshots.Add(1)
+	room := fallback.Room{ID: id, Status: s.String(), Keys: keys, UpdatedAt: d.m.now()}
+	if err := d.m.put(ctx, &room); err != nil {
+		d.snapshotErrors.Add(1)
+		return err
 	}
+	d.snapshots.Add(1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if r := d.rooms[id]; r != nil {
@@ -678,10 +698,14 @@ func (d *Debouncer) takeWritesLocked(id string, r *pendingRoom, covered int) {
 
 // forgetRoom takes the writes a lifecycle write's stored snapshot covered
 // off the room's count (its pending keys were flushed first).
-func (d *Debouncer) forgetRoom(id string, covered int) {
+func (d *Debouncer) forgetRoom(id string, covered int, fields bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.forgetKnownLocked(id)
+	if fields {
+		d.forgetKnownLocked(id)
+	} else {
+		delete(d.known, d.m.Rules.Prefix+id)
+	}
 	if r := d.rooms[id]; r != nil {
 		r.persisted = d.m.now()
 		d.takeWritesLocked(id, r, covered)
@@ -821,5 +845,56 @@ func (m *Manager) Debouncer() *Debouncer { return m.debounce }
 // CountRead counts a read answered from a pending write.
 func (d *Debouncer) CountRead() { d.pendingReads.Add(1) }
 
-// Exec runs commands upstream in one round trip, over RESP2.
-func (m *Manager) Exec(ctx context.Context, cmds [][][]byte) []batch.Reply { return m.exec(ctx, cmds) }
+
+// hashScript writes hash fields through with the room's TTL and key index,
+// and lists the hash's fields, in one call: KEYS[1] the room's index, KEYS[2]
+// the hash; ARGV[1] the TTL in seconds, ARGV[2..] field value pairs. It
+// returns HSET's reply followed by the field names.
+const hashScript = `
+local added = 0
+local i = 2
+while i < #ARGV do
+  local e = math.min(i + 1999, #ARGV)
+  added = added + redis.call('HSET', KEYS[2], unpack(ARGV, i, e))
+  i = e + 1
+end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[1], KEYS[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local out = redis.call('HKEYS', KEYS[2])
+table.insert(out, 1, added)
+return out
+`
+
+// WriteHash writes field value pairs to a room's hash, with the room's TTL
+// and key index, in one call, and returns how many fields were new and the
+// hash's fields after the write.
+func (m *Manager) WriteHash(ctx context.Context, room string, key []byte, fv [][]byte) (int64, [][]byte, error) {
+	ttl := m.roomTTL(room)
+	cmd := append([][]byte{[]byte("EVAL"), []byte(hashScript), []byte("2"), []byte(IndexKey(room)), key, seconds(ttl)}, fv...)
+	v, err := reply(m.exec(ctx, [][][]byte{cmd})[0])
+	if err != nil {
+		return 0, nil, err
+	}
+	if v.kind != '*' || len(v.items) == 0 {
+		return 0, nil, errBadReply
+	}
+	fields := make([][]byte, 0, len(v.items)-1)
+	for _, it := range v.items[1:] {
+		fields = append(fields, it.str)
+	}
+	return v.items[0].num, fields, nil
+}
+
+// roomTTL is the TTL the room's keys get now (a completed room's late keys
+// get the waiting TTL: they must not live for ever).
+func (m *Manager) roomTTL(id string) time.Duration {
+	m.mu.Lock()
+	s := m.states[id]
+	m.mu.Unlock()
+	ttl, keep := m.Rules.TTL(s)
+	if !keep {
+		ttl = m.Rules.TTLWaiting
+	}
+	return ttl
+}

@@ -111,6 +111,15 @@ type Plan struct {
 	After [][][]byte
 }
 
+// deletes reports whether a lifecycle write deletes keys.
+func (p Plan) deletes() bool {
+	switch strings.ToLower(string(p.args[0])) {
+	case "del", "unlink", "getdel":
+		return true
+	}
+	return false
+}
+
 // setValue returns the value a SET-family command writes, if it is one.
 func setValue(name string, args [][]byte) ([]byte, bool) {
 	switch name {
@@ -175,6 +184,16 @@ func (m *Manager) remember(id string, s policy.State) {
 // refreshScript extends the TTL of every key of a room: KEYS[1] is the
 // room's index, ARGV[1] the TTL in seconds.
 const refreshScript = `
+local ks = redis.call('SMEMBERS', KEYS[1])
+for _, k in ipairs(ks) do redis.call('EXPIRE', k, ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return #ks
+`
+
+// indexTTLScript adds the room's state key (KEYS[2]) to its index (KEYS[1])
+// and gives every indexed key and the index the TTL ARGV[1], in one call.
+const indexTTLScript = `
+redis.call('SADD', KEYS[1], KEYS[2])
 local ks = redis.call('SMEMBERS', KEYS[1])
 for _, k in ipairs(ks) do redis.call('EXPIRE', k, ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -337,13 +356,13 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	}()
 	// Writes acknowledged before this one reach Redis first, so the snapshot
 	// has them and they cannot land after a completed room is deleted.
-	covered := 0
+	var covered int
+	var keys map[string]fallback.Value
 	if m.debounce != nil {
-		if covered, err = m.debounce.flushLocked(ctx, p.ID); err != nil {
-			return nil, nil, fmt.Errorf("flush room %s: %w", p.ID, err)
-		}
+		covered, keys, err = m.debounce.flushLocked(ctx, p.ID, true)
+	} else {
+		keys, err = m.snapshot(ctx, p.ID)
 	}
-	keys, err := m.snapshot(ctx, p.ID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read room %s: %w", p.ID, err)
 	}
@@ -362,7 +381,9 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	m.lifecycle.Add(1)
 	m.remember(p.ID, p.State)
 	if m.debounce != nil {
-		m.debounce.forgetRoom(p.ID, covered) // the stored document is this snapshot
+		// The stored document is this snapshot. Hash field lists stay valid
+		// unless the write deleted keys.
+		m.debounce.forgetRoom(p.ID, covered, p.State == policy.Completed || p.deletes())
 	}
 	m.mu.Lock()
 	m.refreshed[p.ID] = m.now()
@@ -379,14 +400,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 		return [][][]byte{del}, mu.Unlock, nil
 	}
 	ttl, _ := m.Rules.TTL(p.State)
-	secs := seconds(ttl)
-	after = append(after, [][]byte{[]byte("SADD"), idx, []byte(stateKey)}, [][]byte{[]byte("EXPIRE"), idx, secs})
-	for k := range keys {
-		after = append(after, [][]byte{[]byte("EXPIRE"), []byte(k), secs})
-	}
-	if _, ok := keys[stateKey]; !ok {
-		after = append(after, [][]byte{[]byte("EXPIRE"), []byte(stateKey), secs})
-	}
+	after = append(after, [][]byte{[]byte("EVAL"), []byte(indexTTLScript), []byte("2"), idx, []byte(stateKey), seconds(ttl)})
 	return after, mu.Unlock, nil
 }
 
@@ -417,29 +431,36 @@ func (m *Manager) lock(id string) *sync.Mutex {
 	return &m.locks[h.Sum32()%uint32(len(m.locks))]
 }
 
-// snapshotScript returns every key of a room with its type and value, in
-// one call (one billed command): KEYS[1] is the room's index, KEYS[2] its
-// state key. The reply is name, type, value, ... for keys that exist.
-const snapshotScript = `
-local names = {KEYS[2]}
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if k ~= KEYS[2] then names[#names+1] = k end
-end
-local out = {}
-for _, k in ipairs(names) do
-  local t = redis.call('TYPE', k)
-  if type(t) == 'table' then t = t.ok end
-  local v
-  if t == 'string' then v = redis.call('GET', k)
-  elseif t == 'hash' then v = redis.call('HGETALL', k)
-  elseif t == 'set' then v = redis.call('SMEMBERS', k)
-  elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
-  elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+// snapshotLua is a Lua function returning every key of a room with its type
+// and value: name, type, value, ... for keys that exist. It reads keys the
+// index lists (not declared in KEYS: one Redis or Upstash database, not a
+// cluster).
+const snapshotLua = `
+local function snapshot(idx, statekey)
+  local names = {statekey}
+  for _, k in ipairs(redis.call('SMEMBERS', idx)) do
+    if k ~= statekey then names[#names+1] = k end
   end
-  if v then out[#out+1] = k; out[#out+1] = t; out[#out+1] = v end
+  local out = {}
+  for _, k in ipairs(names) do
+    local t = redis.call('TYPE', k)
+    if type(t) == 'table' then t = t.ok end
+    local v
+    if t == 'string' then v = redis.call('GET', k)
+    elseif t == 'hash' then v = redis.call('HGETALL', k)
+    elseif t == 'set' then v = redis.call('SMEMBERS', k)
+    elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
+    elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+    end
+    if v then out[#out+1] = k; out[#out+1] = t; out[#out+1] = v end
+  end
+  return out
 end
-return out
 `
+
+// snapshotScript reads a room in one call (one billed command): KEYS[1] is
+// the room's index, KEYS[2] its state key.
+const snapshotScript = snapshotLua + `return snapshot(KEYS[1], KEYS[2])`
 
 // snapshot reads every key of the room from Redis, by type.
 func (m *Manager) snapshot(ctx context.Context, id string) (map[string]fallback.Value, error) {
@@ -449,6 +470,11 @@ func (m *Manager) snapshot(ctx context.Context, id string) (map[string]fallback.
 	if err != nil {
 		return nil, err
 	}
+	return parseSnapshot(all), nil
+}
+
+// parseSnapshot reads snapshotLua's reply.
+func parseSnapshot(all value) map[string]fallback.Value {
 	out := map[string]fallback.Value{}
 	for i := 0; i+2 < len(all.items); i += 3 {
 		name, kind, v := string(all.items[i].str), string(all.items[i+1].str), all.items[i+2]
@@ -479,7 +505,7 @@ func (m *Manager) snapshot(ctx context.Context, id string) (map[string]fallback.
 		}
 		out[name] = val
 	}
-	return out, nil
+	return out
 }
 
 // TTL applies seconds to every key of the room (ROOM.TTL); it returns how

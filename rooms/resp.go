@@ -80,15 +80,3 @@ func cutLine(b []byte) (line, rest []byte, ok bool) {
 	return nil, nil, false
 }
 
-// ParseBulks reads a RESP2 array of bulk strings (HKEYS's reply).
-func ParseBulks(raw []byte) ([][]byte, error) {
-	v, err := parse(raw)
-	if err != nil || v.kind != '*' {
-		return nil, errBadReply
-	}
-	out := make([][]byte, 0, len(v.items))
-	for _, it := range v.items {
-		out = append(out, it.str)
-	}
-	return out, nil
-}

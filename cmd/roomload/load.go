@@ -276,6 +276,16 @@ func (r *runner) logf(format string, a ...any) {
 	}
 }
 
+// startMonitor opens a MONITOR stream on the upstream.
+func (r *runner) startMonitor(ctx context.Context) (*monitor, error) {
+	opt := r.upstream.Options()
+	m, err := startMonitor(ctx, opt.Addr, opt.Password)
+	if err != nil {
+		return nil, fmt.Errorf("MONITOR on the upstream %s: %w", r.cfg.Upstream, err)
+	}
+	return m, nil
+}
+
 func (r *runner) commandStats(ctx context.Context) (map[string]int64, error) {
 	info, err := r.upstream.Info(ctx, "commandstats").Result()
 	if err != nil {
@@ -296,8 +306,13 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			return nil, fmt.Errorf("MongoDB: %w", err)
 		}
 	}
+	mon, err := r.startMonitor(ctx)
+	if err != nil {
+		return nil, err
+	}
 	before, err := r.commandStats(ctx)
 	if err != nil {
+		mon.stop()
 		return nil, err
 	}
 
@@ -318,6 +333,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	rep.Client.Flushes = r.flush(ctx)
 	after, err := r.commandStats(ctx)
+	sent, inScripts := mon.stop()
 	if err != nil {
 		return nil, err
 	}
@@ -325,12 +341,20 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep.Upstream = UpstreamReport{Commands: deltas, Total: sumCommands(deltas, nil), Writes: sumCommands(deltas, upstreamWriteCommands)}
+	rep.Upstream = UpstreamReport{Commands: deltas, Total: sumCommands(deltas, nil), Writes: sumCommands(deltas, upstreamWriteCommands),
+		Sent: sent, SentTotal: sumCommands(sent, nil), InScripts: inScripts}
+	for name, n := range sent {
+		if !upstreamReads[name] {
+			rep.Upstream.SentWrites += n
+		}
+	}
 	if rep.Client.Total > 0 {
 		rep.Ratio.Overall = float64(rep.Upstream.Total) / float64(rep.Client.Total)
+		rep.Ratio.Sent = float64(rep.Upstream.SentTotal) / float64(rep.Client.Total)
 	}
 	if w := rep.Client.Commands["set"] + rep.Client.Commands["hset"]; w > 0 {
 		rep.Ratio.Writes = float64(rep.Upstream.Writes) / float64(w)
+		rep.Ratio.SentWrites = float64(rep.Upstream.SentWrites) / float64(w)
 	}
 
 	r.logf("checking final states")

@@ -74,6 +74,13 @@ type UpstreamReport struct {
 	Commands map[string]int64 `json:"commands"`
 	Total    int64            `json:"total"`
 	Writes   int64            `json:"writes"` // set/hset family (upstreamWriteCommands)
+	// From MONITOR: commands clients sent the upstream (what a hosted Redis
+	// bills per request), by name; commands scripts ran inside those calls,
+	// which commandstats counts too; and the sent commands that are not reads.
+	Sent       map[string]int64 `json:"sent"`
+	SentTotal  int64            `json:"sent_total"`
+	SentWrites int64            `json:"sent_writes"`
+	InScripts  int64            `json:"in_scripts"`
 }
 
 // RatioReport: upstream commands per client command (lower is better for a
@@ -81,6 +88,11 @@ type UpstreamReport struct {
 type RatioReport struct {
 	Overall float64 `json:"overall"`
 	Writes  float64 `json:"writes"` // upstream set/hset family per client SET+HSET
+	// Sent: commands sent upstream (MONITOR, scripts' inner calls not
+	// counted) per client command; SentWrites: sent commands that are not
+	// reads per client SET+HSET (state and lifecycle writes).
+	Sent       float64 `json:"sent"`
+	SentWrites float64 `json:"sent_writes"`
 }
 
 // ReadReport counts the reads and what they showed.
@@ -158,6 +170,12 @@ func (r *Report) writeText(w io.Writer) {
 	}
 	p("upstream/client     %8.3f overall, %.3f for writes (upstream set/hset family %d per client SET+HSET %d)",
 		r.Ratio.Overall, r.Ratio.Writes, r.Upstream.Writes, r.Client.Commands["set"]+r.Client.Commands["hset"])
+	p("sent upstream       %8d            (MONITOR: commands sent, billed per request; %d more ran inside scripts)", r.Upstream.SentTotal, r.Upstream.InScripts)
+	for _, name := range sortedByCount(r.Upstream.Sent) {
+		p("  %-17s %8d", name, r.Upstream.Sent[name])
+	}
+	p("sent/client         %8.3f overall, %.3f for writes (%d non-read commands sent per client SET+HSET %d)",
+		r.Ratio.Sent, r.Ratio.SentWrites, r.Upstream.SentWrites, r.Client.Commands["set"]+r.Client.Commands["hset"])
 	p("")
 	p("latency ms          %8s %8s %8s %8s %8s %8s", "count", "mean", "p50", "p90", "p99", "max")
 	for _, row := range []struct {
