@@ -845,7 +845,6 @@ func (m *Manager) Debouncer() *Debouncer { return m.debounce }
 // CountRead counts a read answered from a pending write.
 func (d *Debouncer) CountRead() { d.pendingReads.Add(1) }
 
-
 // hashScript writes hash fields through with the room's TTL and key index,
 // and lists the hash's fields, in one call: KEYS[1] the room's index, KEYS[2]
 // the hash; ARGV[1] the TTL in seconds, ARGV[2..] field value pairs. It

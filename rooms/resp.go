@@ -79,4 +79,3 @@ func cutLine(b []byte) (line, rest []byte, ok bool) {
 	}
 	return nil, nil, false
 }
-
