@@ -216,9 +216,9 @@ func (m *Metrics) RegisterDebounce(fn func() DebounceStats) {
 		c("debounce_flush_overruns_total", "Flushes whose oldest write was older than twice the window: the kill -9 loss bound was exceeded.", func(s DebounceStats) int64 { return s.Overruns }),
 		c("room_snapshots_total", "Room snapshots stored in the room store after state writes.", func(s DebounceStats) int64 { return s.Snapshots }),
 		c("room_snapshot_errors_total", "Room snapshots the room store could not take; retried.", func(s DebounceStats) int64 { return s.SnapshotErrors }),
-		g("pending_rooms", "Rooms with writes acknowledged but not yet in Redis.", func(s DebounceStats) int64 { return s.PendingRooms }),
-		g("pending_keys", "Keys with writes acknowledged but not yet in Redis.", func(s DebounceStats) int64 { return s.PendingKeys }),
-		g("pending_bytes", "Bytes of writes acknowledged but not yet in Redis.", func(s DebounceStats) int64 { return s.PendingBytes }),
+		g("pending_rooms", "Rooms with acknowledged state writes not yet in both Redis and the room store.", func(s DebounceStats) int64 { return s.PendingRooms }),
+		g("pending_keys", "Keys with acknowledged state writes not yet in both Redis and the room store.", func(s DebounceStats) int64 { return s.PendingKeys }),
+		g("pending_bytes", "Bytes of acknowledged state writes held until Redis and the room store both have them (capped by PENDING_MAX_BYTES).", func(s DebounceStats) int64 { return s.PendingBytes }),
 	)
 }
 

@@ -69,6 +69,7 @@ type pendingKey struct {
 	expire time.Time // the client's own expiry of a string (SET EX, SETEX); zero: the policy's
 	fields map[string]pendingField
 	seq    uint64    // the last write
+	sent   uint64    // the last write Redis has: writes up to it are held until the store has them too
 	since  time.Time // ack time of the oldest write not yet sent; zero while all are in flight
 	bytes  int
 }
@@ -362,13 +363,14 @@ func (d *Debouncer) Pending(key string, fields [][]byte) (str []byte, vals [][]b
 	return nil, vals, true, len(fields) > 0, false
 }
 
-// HasKey reports whether key has a pending write.
+// HasKey reports whether key has a write not yet in Redis.
 func (d *Debouncer) HasKey(key string) bool {
 	if !d.Enabled() {
 		return false
 	}
 	d.mu.Lock()
-	_, ok := d.keys[key]
+	k, ok := d.keys[key]
+	ok = ok && k.seq > k.sent
 	d.mu.Unlock()
 	return ok
 }
@@ -380,7 +382,7 @@ func (d *Debouncer) HasRoom(room string) bool {
 	}
 	d.mu.Lock()
 	r := d.rooms[room]
-	ok := r != nil && len(r.keys) > 0
+	ok := r != nil && unflushedLocked(r)
 	d.mu.Unlock()
 	return ok
 }
@@ -457,8 +459,10 @@ func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time, s
 	}
 	ttl := d.m.roomTTL(id)
 	names := make([]string, 0, len(r.keys))
-	for k := range r.keys {
-		names = append(names, k)
+	for n, k := range r.keys {
+		if k.seq > k.sent {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	cmd = [][]byte{[]byte("EVAL"), []byte(flushScript), strconv.AppendInt(nil, int64(len(names)+1), 10), []byte(IndexKey(id))}
@@ -478,11 +482,13 @@ func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time, s
 		k.since = time.Time{}
 		switch {
 		case k.hash:
-			cmd = append(cmd, []byte("h"), []byte("0"), strconv.AppendInt(nil, int64(2*len(k.fields)), 10))
 			fs := make([]string, 0, len(k.fields))
-			for f := range k.fields {
-				fs = append(fs, f)
+			for f, v := range k.fields {
+				if v.seq > k.sent {
+					fs = append(fs, f)
+				}
 			}
+			cmd = append(cmd, []byte("h"), []byte("0"), strconv.AppendInt(nil, int64(2*len(fs)), 10))
 			slices.Sort(fs)
 			for _, f := range fs {
 				cmd = append(cmd, []byte(f), k.fields[f].val)
@@ -504,8 +510,11 @@ func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time, s
 	return cmd, sent, oldest
 }
 
-// settleLocked clears what a flush wrote, keeping writes newer than it.
-// Called with d.mu held.
+// settleLocked records what a flush wrote. Writes Redis now has stay held
+// (served to reads, counted in the caps) until the store has them too, so
+// that an upstream that loses its data loses no acknowledged state write;
+// for a room the store does not keep they are dropped at once. Called with
+// d.mu held.
 func (d *Debouncer) settleLocked(id string, r *pendingRoom, sent []flushed, ok bool, now time.Time) {
 	for _, f := range sent {
 		k := d.keys[f.key]
@@ -518,30 +527,52 @@ func (d *Debouncer) settleLocked(id string, r *pendingRoom, sent []flushed, ok b
 			}
 			continue
 		}
+		k.sent = max(k.sent, f.seq)
+	}
+	if ok {
+		r.lastFlush = now
+		if !d.storedRoomLocked(id) {
+			d.dropStoredLocked(id, r)
+		}
+	}
+	if len(r.keys) == 0 && r.writes == 0 {
+		delete(d.rooms, id)
+	}
+}
+
+// dropStoredLocked forgets the room's writes that Redis has (all of them
+// are in the store now, or the store does not keep the room). Called with
+// d.mu held.
+func (d *Debouncer) dropStoredLocked(id string, r *pendingRoom) {
+	for name, k := range r.keys {
 		if k.hash {
-			for name, fv := range k.fields {
-				if fv.seq <= f.seq {
-					k.bytes -= len(name) + len(fv.val)
-					d.bytes -= len(name) + len(fv.val)
-					delete(k.fields, name)
+			for f, fv := range k.fields {
+				if fv.seq <= k.sent {
+					k.bytes -= len(f) + len(fv.val)
+					d.bytes -= len(f) + len(fv.val)
+					delete(k.fields, f)
 				}
 			}
 			if len(k.fields) > 0 {
 				continue
 			}
-		} else if k.seq != f.seq {
+		} else if k.seq > k.sent {
 			continue
 		}
 		d.bytes -= k.bytes
-		delete(d.keys, f.key)
-		delete(r.keys, f.key)
+		delete(d.keys, name)
+		delete(r.keys, name)
 	}
-	if ok {
-		r.lastFlush = now
+}
+
+// unflushedLocked reports whether the room has writes Redis does not have.
+func unflushedLocked(r *pendingRoom) bool {
+	for _, k := range r.keys {
+		if k.seq > k.sent {
+			return true
+		}
 	}
-	if len(r.keys) == 0 && r.writes == 0 {
-		delete(d.rooms, id)
-	}
+	return false
 }
 
 // flushLocked writes room id's pending keys to Redis. The caller holds the
@@ -554,7 +585,7 @@ func (d *Debouncer) flushLocked(ctx context.Context, id string, snap bool) (cove
 	if r != nil {
 		covered = r.writes
 	}
-	if r == nil || len(r.keys) == 0 {
+	if r == nil || !unflushedLocked(r) {
 		d.mu.Unlock()
 		if snap {
 			keys, err = d.m.snapshot(ctx, id)
@@ -635,7 +666,11 @@ func (d *Debouncer) flushAndPersist(ctx context.Context, id string, always bool)
 
 // storedRoom reports whether the store has room id in a state that takes
 // snapshots (known, not completed).
-func (d *Debouncer) storedRoom(id string) bool {
+func (d *Debouncer) storedRoom(id string) bool { return d.storedRoomLocked(id) }
+
+// storedRoomLocked is storedRoom; it takes only the manager's state lock, so
+// it may be called with d.mu held.
+func (d *Debouncer) storedRoomLocked(id string) bool {
 	d.m.mu.Lock()
 	defer d.m.mu.Unlock()
 	s, ok := d.m.states[id]
@@ -681,6 +716,7 @@ func (d *Debouncer) persistLocked(ctx context.Context, id string, covered int, k
 	defer d.mu.Unlock()
 	if r := d.rooms[id]; r != nil {
 		r.persisted = d.m.now()
+		d.dropStoredLocked(id, r)
 		d.takeWritesLocked(id, r, covered)
 	}
 	return nil
@@ -708,6 +744,7 @@ func (d *Debouncer) forgetRoom(id string, covered int, fields bool) {
 	}
 	if r := d.rooms[id]; r != nil {
 		r.persisted = d.m.now()
+		d.dropStoredLocked(id, r)
 		d.takeWritesLocked(id, r, covered)
 	}
 }
@@ -722,7 +759,7 @@ func (d *Debouncer) due(now time.Time, all bool) (flush, persist []string) {
 			persist = append(persist, id) // PersistRoom flushes first
 			continue
 		}
-		if len(r.keys) > 0 {
+		if unflushedLocked(r) {
 			oldest := time.Time{}
 			for _, k := range r.keys {
 				if !k.since.IsZero() && (oldest.IsZero() || k.since.Before(oldest)) {
@@ -737,7 +774,7 @@ func (d *Debouncer) due(now time.Time, all bool) (flush, persist []string) {
 				flush = append(flush, id)
 			}
 		}
-		if len(r.keys) == 0 && d.persistDueLocked(r, now) {
+		if !unflushedLocked(r) && d.persistDueLocked(r, now) {
 			persist = append(persist, id)
 		}
 	}
