@@ -42,9 +42,14 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		s.err("ERR " + err.Error())
 		return
 	}
+	down := m.Degradable() && s.roomDegraded(sp, args)
 	if !p.Lifecycle {
-		if s.coalesce(name, args) {
-			s.touchRooms(sp.keys(args))
+		if (!down || m.Down()) && s.coalesce(name, args) {
+			s.touchRooms(sp.keys(args)) // while the upstream is down, flushes go to the store
+			return
+		}
+		if down {
+			s.fromStore(sp, args, true)
 			return
 		}
 		if !s.settle(sp.keys(args), true) {
@@ -60,6 +65,10 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 			s.hidden(c)
 		}
 		s.touchRooms(sp.keys(args))
+		return
+	}
+	if down {
+		s.fromStore(sp, args, true) // written through to the store alone
 		return
 	}
 	s.drain() // what came before is in Redis before the room is read

@@ -24,6 +24,7 @@ type slot struct {
 	hidden     bool // MULTI and queued commands sent with EXEC: their replies were given already
 	roomRead   bool // a single-key read of a room key: a nil reply is read through from the room store
 	pending    bool // a read answered from a debounced write
+	roomCmd    bool // a forwarded read of room keys: served from the store if the upstream fails it
 	spec       *Spec
 }
 
@@ -350,11 +351,16 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 				return
 			}
 		}
+		if s.srv.cfg.Rooms.Degradable() && s.roomDegraded(sp, args) {
+			s.fromStore(sp, args, f&FlagWrite != 0)
+			return
+		}
 		if !settled && !s.settle(keys, f&FlagWrite != 0) {
 			return
 		}
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
 		sl.roomRead = f&FlagRead != 0 && sp.First == sp.Last
+		sl.roomCmd = s.srv.cfg.Rooms.Degradable()
 	default:
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
 	}
@@ -395,6 +401,9 @@ func (s *session) drain() {
 		unlock()
 	}
 	if s.srv.cfg.Rooms != nil {
+		if s.srv.cfg.Rooms.Degradable() {
+			s.rescueReads()
+		}
 		s.readThrough()
 	}
 	clear(s.afterDrain)

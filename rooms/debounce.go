@@ -580,6 +580,12 @@ func unflushedLocked(r *pendingRoom) bool {
 // once it returns without error: what a snapshot taken now holds. With snap,
 // it also returns the room's snapshot, read in the same call.
 func (d *Debouncer) flushLocked(ctx context.Context, id string, snap bool) (covered int, keys map[string]fallback.Value, err error) {
+	if d.m.Down() {
+		if snap {
+			return 0, nil, errDown
+		}
+		return 0, nil, d.m.storeFlushLocked(ctx, id)
+	}
 	d.mu.Lock()
 	r := d.rooms[id]
 	if r != nil {
@@ -652,6 +658,9 @@ func (d *Debouncer) flushAndPersist(ctx context.Context, id string, always bool)
 	mu := d.m.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
+	if d.m.Down() {
+		return d.m.storeFlushLocked(ctx, id) // held writes go to the store instead
+	}
 	persist := d.persistDue(id, d.m.now()) || always
 	if persist && !d.storedRoom(id) {
 		persist = false
@@ -752,11 +761,20 @@ func (d *Debouncer) forgetRoom(id string, covered int, fields bool) {
 // due lists the rooms whose writes should go to Redis now, and those whose
 // snapshot should be stored.
 func (d *Debouncer) due(now time.Time, all bool) (flush, persist []string) {
+	down := d.m.Down()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for id, r := range d.rooms {
 		if all {
 			persist = append(persist, id) // PersistRoom flushes first
+			continue
+		}
+		if down {
+			// Everything held goes to the store, once a window per room:
+			// Redis may have lost what it had.
+			if (len(r.keys) > 0 || r.writes > 0) && now.Sub(r.lastFlush) >= d.cfg.Window {
+				flush = append(flush, id)
+			}
 			continue
 		}
 		if unflushedLocked(r) {
@@ -933,4 +951,86 @@ func (m *Manager) roomTTL(id string) time.Duration {
 		ttl = m.Rules.TTLWaiting
 	}
 	return ttl
+}
+
+// heldWrites records what overlay put into a room's document: each key's
+// last write, to drop only those once the document is stored.
+type heldWrites struct {
+	keys map[string]uint64
+}
+
+// overlay applies the room's held writes (not yet in the store) to keys.
+func (d *Debouncer) overlay(id string, keys map[string]fallback.Value) heldWrites {
+	h := heldWrites{keys: map[string]uint64{}}
+	if !d.Enabled() {
+		return h
+	}
+	now := d.m.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := d.rooms[id]
+	if r == nil {
+		return h
+	}
+	for name, k := range r.keys {
+		h.keys[name] = k.seq
+		if !k.hash {
+			if !k.expire.IsZero() && !now.Before(k.expire) {
+				delete(keys, name)
+				continue
+			}
+			keys[name] = fallback.Value{Type: fallback.TypeString, String: append([]byte(nil), k.str...)}
+			continue
+		}
+		v := keys[name]
+		if v.Type != fallback.TypeHash {
+			v = fallback.Value{Type: fallback.TypeHash, Hash: map[string][]byte{}}
+		}
+		for f, fv := range k.fields {
+			v.Hash[f] = append([]byte(nil), fv.val...)
+		}
+		keys[name] = v
+	}
+	return h
+}
+
+// dropHeld forgets the writes overlay applied, now that the store has them,
+// and the room's snapshot count.
+func (d *Debouncer) dropHeld(id string, h heldWrites) {
+	if !d.Enabled() {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := d.rooms[id]
+	if r == nil {
+		return
+	}
+	now := d.m.now()
+	for name, seq := range h.keys {
+		k := r.keys[name]
+		if k == nil {
+			continue
+		}
+		if k.hash {
+			for f, fv := range k.fields {
+				if fv.seq <= seq {
+					k.bytes -= len(f) + len(fv.val)
+					d.bytes -= len(f) + len(fv.val)
+					delete(k.fields, f)
+				}
+			}
+			if len(k.fields) > 0 {
+				continue
+			}
+		} else if k.seq != seq {
+			continue
+		}
+		d.bytes -= k.bytes
+		delete(d.keys, name)
+		delete(r.keys, name)
+	}
+	r.lastFlush, r.persisted = now, now
+	d.forgetKnownLocked(id)
+	d.takeWritesLocked(id, r, r.writes)
 }

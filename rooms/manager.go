@@ -49,6 +49,7 @@ type Manager struct {
 	flight singleflight.Group // one store read and restore per room at a time
 
 	debounce *Debouncer // nil: state writes are not debounced
+	deg      *degraded  // nil: rooms are not served from the store during outages
 
 	lifecycle   atomic.Int64 // lifecycle writes stored
 	storeErrors atomic.Int64 // lifecycle writes refused because the store failed
@@ -358,6 +359,9 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	// has them and they cannot land after a completed room is deleted.
 	var covered int
 	var keys map[string]fallback.Value
+	if m.Down() {
+		return nil, nil, errDown // the caller serves the write from the store
+	}
 	if m.debounce != nil {
 		covered, keys, err = m.debounce.flushLocked(ctx, p.ID, true)
 	} else {
