@@ -71,6 +71,8 @@ type Config struct {
 	// duration (for a latency histogram). It must be fast and safe for
 	// concurrent use.
 	OnRoundTrip func(time.Duration)
+	// Breaker configures the circuit breaker in front of the upstream.
+	Breaker BreakerConfig
 }
 
 func (c Config) withDefaults() Config {
@@ -177,6 +179,7 @@ type Stats struct {
 	StreamConns int   // held full-duplex connections open now
 	Streaming   bool  // batches take the full-duplex path now
 	Lanes       int   // dedicated connections (WATCH, blocking commands), idle or in use
+	Breaker     BreakerStats
 }
 
 // Upstream forwards batches to Redis: all client connections share a few
@@ -188,6 +191,8 @@ type Upstream struct {
 	cfg     Config
 	engines [2]*engine // RESP2 and RESP3, so replies pass through byte for byte
 	lanes   [2]lanePool
+	breaker *Breaker
+	prober  *redis.Client // the breaker's probe: one connection of its own
 
 	commands   atomic.Int64
 	roundTrips atomic.Int64
@@ -225,21 +230,66 @@ func New(cfg Config) (*Upstream, error) {
 		}
 		u.engines[i] = newEngine(u, opt)
 	}
+	popt, _ := cfg.Options(2)
+	popt.PoolSize, popt.MaxActiveConns = 1, 1
+	popt.OnConnect = func(context.Context, *redis.Conn) error {
+		u.dials.Add(1)
+		return nil
+	}
+	u.prober = redis.NewClient(popt)
+	u.breaker = newBreaker(cfg.Breaker, cfg.Timeout, cfg.Logger, func(ctx context.Context) error {
+		u.commands.Add(1)
+		return u.prober.Ping(ctx).Err()
+	})
 	return u, nil
 }
 
+// Breaker is the circuit breaker guarding the upstream.
+func (u *Upstream) Breaker() *Breaker { return u.breaker }
+
 // Submit queues a batch for the next round trip on an upstream connection of
 // the batch's RESP version. It blocks while every connection is busy and the
-// queue is full, which slows readers down instead of growing memory.
+// queue is full, which slows readers down instead of growing memory. While the
+// circuit breaker is not closed the batch fails at once: every reply is
+// ErrUnavailable and nothing is sent.
 func (u *Upstream) Submit(b *batch.Batch) {
-	e := u.engines[0]
-	if b.Proto == 3 {
-		e = u.engines[1]
+	ticket, ok := u.breaker.admit()
+	if !ok {
+		u.reject(b)
+		return
 	}
-	e.submit(b)
+	u.engine(b.Proto).submit(b, ticket)
 }
 
-// Ping checks that the upstream answers; it is one billable command.
+// SubmitRecovery is Submit for the breaker's OnRecover hook (a re-sync
+// before traffic is let back): while the breaker is recovering it runs b on
+// the caller's goroutine, past the breaker, and its outcome is not counted
+// (the hook's error decides). In any other state it is Submit.
+func (u *Upstream) SubmitRecovery(b *batch.Batch) {
+	if u.breaker.State() != BreakerRecovering {
+		u.Submit(b)
+		return
+	}
+	e := u.engine(b.Proto)
+	e.roundTrip(e.client.Pipeline(), []*batch.Batch{b}, nil, false)
+}
+
+func (u *Upstream) engine(proto int) *engine {
+	if proto == 3 {
+		return u.engines[1]
+	}
+	return u.engines[0]
+}
+
+// reject fails a batch that the breaker kept from the upstream.
+func (u *Upstream) reject(b *batch.Batch) {
+	u.breaker.reject()
+	b.Fail(ErrUnavailable)
+}
+
+// Ping checks that the upstream answers; it is one billable command. It is
+// not guarded by the circuit breaker (health checks ask even while it is
+// open) and its outcome is not counted.
 func (u *Upstream) Ping(ctx context.Context) error {
 	u.commands.Add(1)
 	return u.engines[0].client.Ping(ctx).Err()
@@ -250,6 +300,7 @@ func (u *Upstream) Stats() Stats {
 	s := Stats{
 		Commands: u.commands.Load(), RoundTrips: u.roundTrips.Load(),
 		Failures: u.failures.Load(), Retries: u.retries.Load(), Dials: u.dials.Load(),
+		Breaker: u.breaker.Stats(),
 	}
 	for _, e := range u.engines {
 		s.Conns += int(e.client.PoolStats().TotalConns)
@@ -275,8 +326,9 @@ func (u *Upstream) Stats() Stats {
 // accepting batches, lets the workers finish what is queued, and closes the
 // connections.
 func (u *Upstream) Close() error {
+	u.breaker.close()
 	u.closeLanes()
-	var errs []error
+	errs := []error{u.prober.Close()}
 	for _, e := range u.engines {
 		errs = append(errs, e.close())
 	}
@@ -342,8 +394,8 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 	return e
 }
 
-func (e *engine) submit(b *batch.Batch) {
-	if e.streaming() && !b.Tx && e.streamed(b) {
+func (e *engine) submit(b *batch.Batch, ticket uint64) {
+	if e.streaming() && !b.Tx && e.streamed(b, ticket) {
 		return
 	}
 	e.closeMu.RLock()
@@ -371,7 +423,8 @@ func (e *engine) streaming() bool {
 
 // streamed runs b on a full-duplex stream from the caller's goroutine. It
 // returns false, having sent nothing, if the stream refuses the batch.
-func (e *engine) streamed(b *batch.Batch) bool {
+// ticket is the breaker's admission of b.
+func (e *engine) streamed(b *batch.Batch, ticket uint64) bool {
 	cmds := make([]redis.Cmder, len(b.Cmds))
 	ia := argsFor(argCount(b.Cmds))
 	for i, args := range b.Cmds {
@@ -385,6 +438,7 @@ func (e *engine) streamed(b *batch.Batch) bool {
 	}
 	e.observe(time.Since(start))
 	e.up.account(len(cmds), err)
+	e.up.breaker.record(ticket, outcomeOf(err, cmds))
 	for i, c := range cmds {
 		b.Replies[i] = replyOf(c.(*redis.RawCmd), err)
 	}
@@ -458,7 +512,7 @@ func (e *engine) work() {
 		batches = append(batches[:0], b)
 		e.gather(&batches, b.Len())
 		e.token <- struct{}{}
-		cmds = e.roundTrip(pipe, batches, cmds[:0])
+		cmds = e.roundTrip(pipe, batches, cmds[:0], true)
 		e.finished()
 		clear(batches)
 		clear(cmds)
@@ -519,9 +573,19 @@ func (e *engine) finished() {
 	e.mu.Unlock()
 }
 
-// roundTrip sends batches as one pipeline and hands out the replies.
-func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd) []*redis.RawCmd {
+// roundTrip sends batches as one pipeline and hands out the replies. When
+// guarded, the breaker admits each attempt (batches that waited in the queue
+// while it opened fail fast) and counts its outcome.
+func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd, guarded bool) []*redis.RawCmd {
 	cfg := &e.up.cfg
+	br := e.up.breaker
+	ticket, ok := br.admit()
+	if guarded && !ok {
+		for _, b := range batches {
+			e.up.reject(b)
+		}
+		return cmds
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 	readOnly := true
@@ -540,6 +604,9 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	}
 	start := time.Now()
 	err := e.exec(ctx, pipe, len(cmds))
+	if guarded {
+		br.record(ticket, outcomeOf(err, cmds))
+	}
 	if err == nil {
 		e.observe(time.Since(start))
 	}
@@ -552,11 +619,22 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 		if ctx.Err() != nil {
 			break
 		}
+		if ticket, ok = br.admit(); guarded && !ok {
+			// The breaker opened meanwhile: stop waiting for the upstream.
+			// The batches only read, so nothing took effect.
+			for _, b := range batches {
+				e.up.reject(b)
+			}
+			return cmds
+		}
 		for _, c := range cmds {
 			c.SetErr(nil)
 			pipe.Process(ctx, c)
 		}
 		err = e.exec(ctx, pipe, len(cmds))
+		if guarded {
+			br.record(ticket, outcomeOf(err, cmds))
+		}
 	}
 	i := 0
 	for _, b := range batches {
