@@ -241,6 +241,13 @@ func New(cfg Config) (*Upstream, error) {
 		u.commands.Add(1)
 		return u.prober.Ping(ctx).Err()
 	})
+	u.breaker.OnChange(func(tr Transition) {
+		if tr.To == BreakerOpen {
+			for _, e := range u.engines {
+				e.abandon()
+			}
+		}
+	})
 	return u, nil
 }
 
@@ -271,7 +278,7 @@ func (u *Upstream) SubmitRecovery(b *batch.Batch) {
 		return
 	}
 	e := u.engine(b.Proto)
-	e.roundTrip(e.client.Pipeline(), []*batch.Batch{b}, nil, false)
+	e.roundTrip(e.client.Pipeline(), []*batch.Batch{b}, nil, nil)
 }
 
 func (u *Upstream) engine(proto int) *engine {
@@ -359,6 +366,10 @@ type engine struct {
 	lastStart time.Time     // when the latest round trip started
 	done      chan struct{} // closed at the end of each round trip
 
+	// cancels holds each worker's round trip in flight, so that the breaker
+	// opening can end them (see abandon).
+	cancels []atomic.Pointer[context.CancelFunc]
+
 	closeMu sync.RWMutex // protects closed against sends on a closed queue
 	closed  bool
 	wg      sync.WaitGroup // the workers
@@ -387,9 +398,10 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 			e.fdClients = append(e.fdClients, sc)
 		}
 	}
-	for range up.cfg.Conns {
+	e.cancels = make([]atomic.Pointer[context.CancelFunc], up.cfg.Conns)
+	for i := range up.cfg.Conns {
 		e.wg.Add(1)
-		go e.work()
+		go e.work(&e.cancels[i])
 	}
 	return e
 }
@@ -497,7 +509,7 @@ func (e *engine) close() error {
 // gathers more clients into the next pipeline (fewer writes for the proxy and
 // for Redis). On a slow upstream the wait runs out first, so up to Conns
 // round trips overlap and a client waits at most PipelineWait for a start.
-func (e *engine) work() {
+func (e *engine) work(inflight *atomic.Pointer[context.CancelFunc]) {
 	defer e.wg.Done()
 	pipe := e.client.Pipeline()
 	var batches []*batch.Batch
@@ -512,7 +524,7 @@ func (e *engine) work() {
 		batches = append(batches[:0], b)
 		e.gather(&batches, b.Len())
 		e.token <- struct{}{}
-		cmds = e.roundTrip(pipe, batches, cmds[:0], true)
+		cmds = e.roundTrip(pipe, batches, cmds[:0], inflight)
 		e.finished()
 		clear(batches)
 		clear(cmds)
@@ -573,10 +585,13 @@ func (e *engine) finished() {
 	e.mu.Unlock()
 }
 
-// roundTrip sends batches as one pipeline and hands out the replies. When
-// guarded, the breaker admits each attempt (batches that waited in the queue
-// while it opened fail fast) and counts its outcome.
-func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd, guarded bool) []*redis.RawCmd {
+// roundTrip sends batches as one pipeline and hands out the replies. A
+// worker's round trip is guarded: the breaker admits each attempt (batches
+// that waited in the queue while it opened fail fast) and counts its outcome,
+// and inflight holds its cancel function while it runs. OnRecover's round
+// trips (inflight nil) are not guarded.
+func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd, inflight *atomic.Pointer[context.CancelFunc]) []*redis.RawCmd {
+	guarded := inflight != nil
 	cfg := &e.up.cfg
 	br := e.up.breaker
 	ticket, ok := br.admit()
@@ -588,6 +603,10 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
+	if guarded {
+		inflight.Store(&cancel)
+		defer inflight.Store(nil)
+	}
 	readOnly := true
 	n := 0
 	for _, b := range batches {
@@ -645,6 +664,18 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 		b.Done()
 	}
 	return cmds
+}
+
+// abandon ends the round trips in flight: called when the breaker opens, so
+// that a blackholed upstream does not keep batches that were already sent
+// waiting out the rest of their deadline. Their replies are the cancellation
+// (the upstream may or may not have run them); the breaker excludes it.
+func (e *engine) abandon() {
+	for i := range e.cancels {
+		if c := e.cancels[i].Load(); c != nil {
+			(*c)()
+		}
+	}
 }
 
 func (e *engine) exec(ctx context.Context, pipe redis.Pipeliner, n int) error {
