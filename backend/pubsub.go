@@ -79,7 +79,7 @@ func (s *Subscriber) guarded(send func() error) error {
 	s.u.commands.Add(1)
 	err := send()
 	br.record(ticket, err)
-	return err
+	return generic(err)
 }
 
 // Unsubscribe removes channels; none means all.

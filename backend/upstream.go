@@ -160,6 +160,11 @@ func (c Config) Options(proto int) (*redis.Options, error) {
 	opt.MaxRetries = -1 // retries are decided here, per batch, by idempotence
 	opt.ContextTimeoutEnabled = true
 	opt.DialTimeout = c.Timeout
+	// One dial attempt: go-redis's default retries a refused dial 5 times
+	// 100 ms apart, so every round trip to a dead upstream would wait 0.4 s
+	// before failing. The breaker and the read-only retries above decide what
+	// happens after a failure.
+	opt.DialerRetries = 1
 	opt.ReadTimeout = c.Timeout
 	opt.WriteTimeout = c.Timeout
 	opt.PoolTimeout = c.Timeout
@@ -703,9 +708,34 @@ func replyOf(c *redis.RawCmd, pipeErr error) batch.Reply {
 		err = pipeErr
 	}
 	if err != nil {
-		return batch.Reply{Err: err}
+		return batch.Reply{Err: generic(err)}
 	}
 	return batch.Reply{Raw: raw}
+}
+
+// upstreamError is how an upstream failure reaches callers: its text names
+// only the kind of failure ("upstream timeout", "upstream auth"), never the
+// driver's or the upstream's text, which can hold the upstream's address or
+// user. The cause stays reachable with errors.Is and errors.As.
+type upstreamError struct {
+	kind string
+	err  error
+}
+
+func (e *upstreamError) Error() string { return "upstream " + e.kind }
+func (e *upstreamError) Unwrap() error { return e.err }
+
+// generic wraps an upstream error for callers (see upstreamError); errors
+// whose text is already roomproxy's own pass unchanged.
+func generic(err error) error {
+	if err == nil || err == ErrUnavailable || err == errClosed {
+		return err
+	}
+	var ue *upstreamError
+	if errors.As(err, &ue) {
+		return err
+	}
+	return &upstreamError{kind: FailureKind(err), err: err}
 }
 
 // logFailure logs an upstream failure at most once a second, by kind only:
