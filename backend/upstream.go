@@ -373,7 +373,7 @@ type engine struct {
 
 	// cancels holds each worker's round trip in flight, so that the breaker
 	// opening can end them (see abandon).
-	cancels []atomic.Pointer[context.CancelFunc]
+	cancels []atomic.Value // of context.CancelFunc (a func value: storing it does not allocate)
 
 	closeMu sync.RWMutex // protects closed against sends on a closed queue
 	closed  bool
@@ -403,7 +403,7 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 			e.fdClients = append(e.fdClients, sc)
 		}
 	}
-	e.cancels = make([]atomic.Pointer[context.CancelFunc], up.cfg.Conns)
+	e.cancels = make([]atomic.Value, up.cfg.Conns)
 	for i := range up.cfg.Conns {
 		e.wg.Add(1)
 		go e.work(&e.cancels[i])
@@ -514,7 +514,7 @@ func (e *engine) close() error {
 // gathers more clients into the next pipeline (fewer writes for the proxy and
 // for Redis). On a slow upstream the wait runs out first, so up to Conns
 // round trips overlap and a client waits at most PipelineWait for a start.
-func (e *engine) work(inflight *atomic.Pointer[context.CancelFunc]) {
+func (e *engine) work(inflight *atomic.Value) {
 	defer e.wg.Done()
 	pipe := e.client.Pipeline()
 	var batches []*batch.Batch
@@ -595,7 +595,7 @@ func (e *engine) finished() {
 // that waited in the queue while it opened fail fast) and counts its outcome,
 // and inflight holds its cancel function while it runs. OnRecover's round
 // trips (inflight nil) are not guarded.
-func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd, inflight *atomic.Pointer[context.CancelFunc]) []*redis.RawCmd {
+func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd, inflight *atomic.Value) []*redis.RawCmd {
 	guarded := inflight != nil
 	cfg := &e.up.cfg
 	br := e.up.breaker
@@ -609,8 +609,8 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 	if guarded {
-		inflight.Store(&cancel)
-		defer inflight.Store(nil)
+		inflight.Store(cancel)
+		defer inflight.Store(context.CancelFunc(noop))
 	}
 	readOnly := true
 	n := 0
@@ -677,11 +677,13 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 // (the upstream may or may not have run them); the breaker excludes it.
 func (e *engine) abandon() {
 	for i := range e.cancels {
-		if c := e.cancels[i].Load(); c != nil {
-			(*c)()
+		if c, ok := e.cancels[i].Load().(context.CancelFunc); ok {
+			c()
 		}
 	}
 }
+
+func noop() {}
 
 func (e *engine) exec(ctx context.Context, pipe redis.Pipeliner, n int) error {
 	_, err := pipe.Exec(ctx)
