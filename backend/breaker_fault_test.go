@@ -677,3 +677,66 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestBreakerLaneLeavesNoWatch: a client WATCHes on a lane, the breaker opens
+// and refuses its EXEC, and the lane goes back to the pool. The next client
+// to get that lane must not inherit the WATCH: Release reconnects a lane
+// whose command the breaker refused.
+func TestBreakerLaneLeavesNoWatch(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), MaxLanes: 1, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	ctx := context.Background()
+	exec := func(l *Lane, cmds ...[][]byte) []batch.Reply {
+		b := batch.New()
+		b.Reset(2)
+		for _, c := range cmds {
+			b.Add(c, false)
+		}
+		l.Exec(ctx, b)
+		return b.Replies
+	}
+	l, err := up.AcquireLane(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := exec(l, args("WATCH", "w")); string(r[0].Raw) != "+OK\r\n" {
+		t.Fatalf("WATCH: %q %v", r[0].Raw, r[0].Err)
+	}
+	for range 5 {
+		fault(up.Breaker(), errRefused) // as if five round trips had failed
+	}
+	if r := exec(l, args("MULTI"), args("SET", "w", "1"), args("EXEC")); r[2].Err != ErrUnavailable {
+		t.Fatalf("EXEC while open: %q %v", r[2].Raw, r[2].Err)
+	}
+	l.Release()
+	if _, err := up.AcquireLane(ctx, 2); err != ErrUnavailable {
+		t.Fatalf("AcquireLane while open: %v", err)
+	}
+	select {
+	case <-up.Breaker().Closed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the probe did not close the breaker")
+	}
+	// Another client changes the watched key, then reuses the lane.
+	b := batch.New()
+	b.Reset(2)
+	b.Add(args("SET", "w", "other"), false)
+	up.Submit(b)
+	b.Wait()
+	l2, err := up.AcquireLane(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Release()
+	if l2 != l {
+		t.Fatal("expected the same lane back (MaxLanes 1)")
+	}
+	if r := exec(l2, args("MULTI"), args("SET", "w", "2"), args("EXEC")); string(r[2].Raw) != "*1\r\n+OK\r\n" {
+		t.Fatalf("EXEC on the reused lane: %q %v (a WATCH leaked from the previous client)", r[2].Raw, r[2].Err)
+	}
+}
