@@ -291,7 +291,7 @@ func TestBreakerBlackhole(t *testing.T) {
 	addToxic(t, p, "hole-up", "timeout", "upstream", `{"timeout":0}`)
 	addToxic(t, p, "hole-down", "timeout", "downstream", `{"timeout":0}`)
 	open := w.first(t, BreakerOpen, 5*time.Second)
-	t.Logf("breaker open %v after the blackhole (cause %s)", open.At.Sub(holed).Round(time.Millisecond), open.Cause)
+	t.Logf("breaker open %v after the blackhole (cause %s); %d faults counted", open.At.Sub(holed).Round(time.Millisecond), open.Cause, up.Stats().Breaker.Faults)
 	longest := failFast(t, up, 200)
 	l.halt() // every client's last batch has returned
 	t.Logf("longest client wait since the blackhole %v (deadline %v); 200 batches while open: longest %v",
