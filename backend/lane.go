@@ -31,6 +31,13 @@ type Lane struct {
 	client *redis.Client // PoolSize 1: exactly one upstream connection
 	nc     atomic.Pointer[net.Conn]
 	pipe   redis.Pipeliner
+	// aborted is set by Abort: the Exec it interrupts ended because the
+	// client went away, which the breaker does not count.
+	aborted atomic.Bool
+	// unclean is set when the breaker refused an Exec: the session may have
+	// left state on the connection (WATCH) that the refused command would
+	// have cleared, so Release drops the connection.
+	unclean bool
 }
 
 // lanePool holds the idle lanes of one RESP version and counts the rest.
@@ -45,7 +52,13 @@ type lanePool struct {
 // AcquireLane reserves a dedicated upstream connection for the caller. Lanes
 // are created on demand up to Config.MaxLanes per RESP version and reused
 // after Release; when all are taken it waits up to the upstream timeout.
+// While the circuit breaker is not closed it fails at once with
+// ErrUnavailable.
 func (u *Upstream) AcquireLane(ctx context.Context, proto int) (*Lane, error) {
+	if !u.breaker.allows() {
+		u.breaker.reject()
+		return nil, ErrUnavailable
+	}
 	p := &u.lanes[0]
 	if proto == 3 {
 		p = &u.lanes[1]
@@ -124,8 +137,20 @@ func (u *Upstream) newLane(proto int) (*Lane, error) {
 
 // Exec runs b as one pipeline on the lane. With a deadline in ctx the
 // round trip is bounded by it; without one (blocking commands) it waits until
-// the upstream answers or Abort is called.
+// the upstream answers or Abort is called. While the circuit breaker is not
+// closed every reply is ErrUnavailable and nothing is sent.
 func (l *Lane) Exec(ctx context.Context, b *batch.Batch) {
+	br := l.u.breaker
+	ticket, ok := br.admit()
+	if !ok {
+		br.reject()
+		l.unclean = true
+		for i := range b.Replies {
+			b.Replies[i] = batch.Reply{Err: ErrUnavailable}
+		}
+		return
+	}
+	l.aborted.Store(false)
 	cmds := make([]*redis.RawCmd, 0, b.Len())
 	ia := argsFor(argCount(b.Cmds))
 	for _, args := range b.Cmds {
@@ -135,6 +160,11 @@ func (l *Lane) Exec(ctx context.Context, b *batch.Batch) {
 	}
 	_, err := l.pipe.Exec(ctx)
 	l.u.account(len(cmds), err)
+	if l.aborted.Load() {
+		br.excluded.Add(1)
+	} else {
+		br.record(ticket, outcomeOf(err, cmds))
+	}
 	for i, c := range cmds {
 		b.Replies[i] = replyOf(c, err)
 	}
@@ -143,6 +173,7 @@ func (l *Lane) Exec(ctx context.Context, b *batch.Batch) {
 // Abort closes the lane's socket: a call blocked on it returns with an error
 // at once. The lane dials again when next used.
 func (l *Lane) Abort() {
+	l.aborted.Store(true)
 	if p := l.nc.Load(); p != nil {
 		(*p).Close()
 	}
@@ -152,6 +183,10 @@ func (l *Lane) Abort() {
 // clean (no WATCH, no MULTI, no subscription); a lane that was aborted or
 // failed reconnects on its next use.
 func (l *Lane) Release() {
+	if l.unclean {
+		l.unclean = false
+		l.Abort()
+	}
 	p := &l.u.lanes[0]
 	if l.proto == 3 {
 		p = &l.u.lanes[1]

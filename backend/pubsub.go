@@ -55,16 +55,31 @@ func (u *Upstream) NewSubscriber(proto int) *Subscriber {
 // upstream sent them. It is closed after Close.
 func (s *Subscriber) Messages() <-chan batch.Message { return s.msgs }
 
-// Subscribe adds channels.
+// Subscribe adds channels. While the circuit breaker is not closed it fails
+// at once with ErrUnavailable and sends nothing.
 func (s *Subscriber) Subscribe(ctx context.Context, channels ...string) error {
-	s.u.commands.Add(1)
-	return s.ps.Subscribe(ctx, channels...)
+	return s.guarded(func() error { return s.ps.Subscribe(ctx, channels...) })
 }
 
-// PSubscribe adds patterns.
+// PSubscribe adds patterns, guarded like Subscribe.
 func (s *Subscriber) PSubscribe(ctx context.Context, patterns ...string) error {
+	return s.guarded(func() error { return s.ps.PSubscribe(ctx, patterns...) })
+}
+
+// guarded runs a subscription command past the circuit breaker and counts
+// its outcome. Unsubscribing is not guarded: it also forgets the names
+// locally, which must happen whatever the upstream's state.
+func (s *Subscriber) guarded(send func() error) error {
+	br := s.u.breaker
+	ticket, ok := br.admit()
+	if !ok {
+		br.reject()
+		return ErrUnavailable
+	}
 	s.u.commands.Add(1)
-	return s.ps.PSubscribe(ctx, patterns...)
+	err := send()
+	br.record(ticket, err)
+	return generic(err)
 }
 
 // Unsubscribe removes channels; none means all.

@@ -71,6 +71,8 @@ type Config struct {
 	// duration (for a latency histogram). It must be fast and safe for
 	// concurrent use.
 	OnRoundTrip func(time.Duration)
+	// Breaker configures the circuit breaker in front of the upstream.
+	Breaker BreakerConfig
 }
 
 func (c Config) withDefaults() Config {
@@ -158,6 +160,11 @@ func (c Config) Options(proto int) (*redis.Options, error) {
 	opt.MaxRetries = -1 // retries are decided here, per batch, by idempotence
 	opt.ContextTimeoutEnabled = true
 	opt.DialTimeout = c.Timeout
+	// One dial attempt: go-redis's default retries a refused dial 5 times
+	// 100 ms apart, so every round trip to a dead upstream would wait 0.4 s
+	// before failing. The breaker and the read-only retries above decide what
+	// happens after a failure.
+	opt.DialerRetries = 1
 	opt.ReadTimeout = c.Timeout
 	opt.WriteTimeout = c.Timeout
 	opt.PoolTimeout = c.Timeout
@@ -177,6 +184,7 @@ type Stats struct {
 	StreamConns int   // held full-duplex connections open now
 	Streaming   bool  // batches take the full-duplex path now
 	Lanes       int   // dedicated connections (WATCH, blocking commands), idle or in use
+	Breaker     BreakerStats
 }
 
 // Upstream forwards batches to Redis: all client connections share a few
@@ -188,6 +196,8 @@ type Upstream struct {
 	cfg     Config
 	engines [2]*engine // RESP2 and RESP3, so replies pass through byte for byte
 	lanes   [2]lanePool
+	breaker *Breaker
+	prober  *redis.Client // the breaker's probe: one connection of its own
 
 	commands   atomic.Int64
 	roundTrips atomic.Int64
@@ -225,21 +235,73 @@ func New(cfg Config) (*Upstream, error) {
 		}
 		u.engines[i] = newEngine(u, opt)
 	}
+	popt, _ := cfg.Options(2)
+	popt.PoolSize, popt.MaxActiveConns = 1, 1
+	popt.OnConnect = func(context.Context, *redis.Conn) error {
+		u.dials.Add(1)
+		return nil
+	}
+	u.prober = redis.NewClient(popt)
+	u.breaker = newBreaker(cfg.Breaker, cfg.Timeout, cfg.Logger, func(ctx context.Context) error {
+		u.commands.Add(1)
+		return u.prober.Ping(ctx).Err()
+	})
+	u.breaker.OnChange(func(tr Transition) {
+		if tr.To == BreakerOpen {
+			for _, e := range u.engines {
+				e.abandon()
+			}
+		}
+	})
 	return u, nil
 }
 
+// Breaker is the circuit breaker guarding the upstream.
+func (u *Upstream) Breaker() *Breaker { return u.breaker }
+
 // Submit queues a batch for the next round trip on an upstream connection of
 // the batch's RESP version. It blocks while every connection is busy and the
-// queue is full, which slows readers down instead of growing memory.
+// queue is full, which slows readers down instead of growing memory. While the
+// circuit breaker is not closed the batch fails at once: every reply is
+// ErrUnavailable and nothing is sent.
 func (u *Upstream) Submit(b *batch.Batch) {
-	e := u.engines[0]
-	if b.Proto == 3 {
-		e = u.engines[1]
+	ticket, ok := u.breaker.admit()
+	if !ok {
+		u.reject(b)
+		return
 	}
-	e.submit(b)
+	u.engine(b.Proto).submit(b, ticket)
 }
 
-// Ping checks that the upstream answers; it is one billable command.
+// SubmitRecovery is Submit for the breaker's OnRecover hook (a re-sync
+// before traffic is let back): while the breaker is recovering it runs b on
+// the caller's goroutine, past the breaker, and its outcome is not counted
+// (the hook's error decides). In any other state it is Submit.
+func (u *Upstream) SubmitRecovery(b *batch.Batch) {
+	if u.breaker.State() != BreakerRecovering {
+		u.Submit(b)
+		return
+	}
+	e := u.engine(b.Proto)
+	e.roundTrip(e.client.Pipeline(), []*batch.Batch{b}, nil, nil)
+}
+
+func (u *Upstream) engine(proto int) *engine {
+	if proto == 3 {
+		return u.engines[1]
+	}
+	return u.engines[0]
+}
+
+// reject fails a batch that the breaker kept from the upstream.
+func (u *Upstream) reject(b *batch.Batch) {
+	u.breaker.reject()
+	b.Fail(ErrUnavailable)
+}
+
+// Ping checks that the upstream answers; it is one billable command. It is
+// not guarded by the circuit breaker (health checks ask even while it is
+// open) and its outcome is not counted.
 func (u *Upstream) Ping(ctx context.Context) error {
 	u.commands.Add(1)
 	return u.engines[0].client.Ping(ctx).Err()
@@ -250,6 +312,7 @@ func (u *Upstream) Stats() Stats {
 	s := Stats{
 		Commands: u.commands.Load(), RoundTrips: u.roundTrips.Load(),
 		Failures: u.failures.Load(), Retries: u.retries.Load(), Dials: u.dials.Load(),
+		Breaker: u.breaker.Stats(),
 	}
 	for _, e := range u.engines {
 		s.Conns += int(e.client.PoolStats().TotalConns)
@@ -275,8 +338,9 @@ func (u *Upstream) Stats() Stats {
 // accepting batches, lets the workers finish what is queued, and closes the
 // connections.
 func (u *Upstream) Close() error {
+	u.breaker.close()
 	u.closeLanes()
-	var errs []error
+	errs := []error{u.prober.Close()}
 	for _, e := range u.engines {
 		errs = append(errs, e.close())
 	}
@@ -307,6 +371,10 @@ type engine struct {
 	lastStart time.Time     // when the latest round trip started
 	done      chan struct{} // closed at the end of each round trip
 
+	// cancels holds each worker's round trip in flight, so that the breaker
+	// opening can end them (see abandon).
+	cancels []atomic.Value // of context.CancelFunc (a func value: storing it does not allocate)
+
 	closeMu sync.RWMutex // protects closed against sends on a closed queue
 	closed  bool
 	wg      sync.WaitGroup // the workers
@@ -335,15 +403,16 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 			e.fdClients = append(e.fdClients, sc)
 		}
 	}
-	for range up.cfg.Conns {
+	e.cancels = make([]atomic.Value, up.cfg.Conns)
+	for i := range up.cfg.Conns {
 		e.wg.Add(1)
-		go e.work()
+		go e.work(&e.cancels[i])
 	}
 	return e
 }
 
-func (e *engine) submit(b *batch.Batch) {
-	if e.streaming() && !b.Tx && e.streamed(b) {
+func (e *engine) submit(b *batch.Batch, ticket uint64) {
+	if e.streaming() && !b.Tx && e.streamed(b, ticket) {
 		return
 	}
 	e.closeMu.RLock()
@@ -371,7 +440,8 @@ func (e *engine) streaming() bool {
 
 // streamed runs b on a full-duplex stream from the caller's goroutine. It
 // returns false, having sent nothing, if the stream refuses the batch.
-func (e *engine) streamed(b *batch.Batch) bool {
+// ticket is the breaker's admission of b.
+func (e *engine) streamed(b *batch.Batch, ticket uint64) bool {
 	cmds := make([]redis.Cmder, len(b.Cmds))
 	ia := argsFor(argCount(b.Cmds))
 	for i, args := range b.Cmds {
@@ -385,6 +455,7 @@ func (e *engine) streamed(b *batch.Batch) bool {
 	}
 	e.observe(time.Since(start))
 	e.up.account(len(cmds), err)
+	e.up.breaker.record(ticket, outcomeOf(err, cmds))
 	for i, c := range cmds {
 		b.Replies[i] = replyOf(c.(*redis.RawCmd), err)
 	}
@@ -443,7 +514,7 @@ func (e *engine) close() error {
 // gathers more clients into the next pipeline (fewer writes for the proxy and
 // for Redis). On a slow upstream the wait runs out first, so up to Conns
 // round trips overlap and a client waits at most PipelineWait for a start.
-func (e *engine) work() {
+func (e *engine) work(inflight *atomic.Value) {
 	defer e.wg.Done()
 	pipe := e.client.Pipeline()
 	var batches []*batch.Batch
@@ -458,7 +529,7 @@ func (e *engine) work() {
 		batches = append(batches[:0], b)
 		e.gather(&batches, b.Len())
 		e.token <- struct{}{}
-		cmds = e.roundTrip(pipe, batches, cmds[:0])
+		cmds = e.roundTrip(pipe, batches, cmds[:0], inflight)
 		e.finished()
 		clear(batches)
 		clear(cmds)
@@ -519,11 +590,28 @@ func (e *engine) finished() {
 	e.mu.Unlock()
 }
 
-// roundTrip sends batches as one pipeline and hands out the replies.
-func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd) []*redis.RawCmd {
+// roundTrip sends batches as one pipeline and hands out the replies. A
+// worker's round trip is guarded: the breaker admits each attempt (batches
+// that waited in the queue while it opened fail fast) and counts its outcome,
+// and inflight holds its cancel function while it runs. OnRecover's round
+// trips (inflight nil) are not guarded.
+func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd, inflight *atomic.Value) []*redis.RawCmd {
+	guarded := inflight != nil
 	cfg := &e.up.cfg
+	br := e.up.breaker
+	ticket, ok := br.admit()
+	if guarded && !ok {
+		for _, b := range batches {
+			e.up.reject(b)
+		}
+		return cmds
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
+	if guarded {
+		inflight.Store(cancel)
+		defer inflight.Store(context.CancelFunc(noop))
+	}
 	readOnly := true
 	n := 0
 	for _, b := range batches {
@@ -540,6 +628,9 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	}
 	start := time.Now()
 	err := e.exec(ctx, pipe, len(cmds))
+	if guarded {
+		br.record(ticket, outcomeOf(err, cmds))
+	}
 	if err == nil {
 		e.observe(time.Since(start))
 	}
@@ -552,11 +643,22 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 		if ctx.Err() != nil {
 			break
 		}
+		if ticket, ok = br.admit(); guarded && !ok {
+			// The breaker opened meanwhile: stop waiting for the upstream.
+			// The batches only read, so nothing took effect.
+			for _, b := range batches {
+				e.up.reject(b)
+			}
+			return cmds
+		}
 		for _, c := range cmds {
 			c.SetErr(nil)
 			pipe.Process(ctx, c)
 		}
 		err = e.exec(ctx, pipe, len(cmds))
+		if guarded {
+			br.record(ticket, outcomeOf(err, cmds))
+		}
 	}
 	i := 0
 	for _, b := range batches {
@@ -568,6 +670,20 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 	}
 	return cmds
 }
+
+// abandon ends the round trips in flight: called when the breaker opens, so
+// that a blackholed upstream does not keep batches that were already sent
+// waiting out the rest of their deadline. Their replies are the cancellation
+// (the upstream may or may not have run them); the breaker excludes it.
+func (e *engine) abandon() {
+	for i := range e.cancels {
+		if c, ok := e.cancels[i].Load().(context.CancelFunc); ok {
+			c()
+		}
+	}
+}
+
+func noop() {}
 
 func (e *engine) exec(ctx context.Context, pipe redis.Pipeliner, n int) error {
 	_, err := pipe.Exec(ctx)
@@ -594,9 +710,34 @@ func replyOf(c *redis.RawCmd, pipeErr error) batch.Reply {
 		err = pipeErr
 	}
 	if err != nil {
-		return batch.Reply{Err: err}
+		return batch.Reply{Err: generic(err)}
 	}
 	return batch.Reply{Raw: raw}
+}
+
+// upstreamError is how an upstream failure reaches callers: its text names
+// only the kind of failure ("upstream timeout", "upstream auth"), never the
+// driver's or the upstream's text, which can hold the upstream's address or
+// user. The cause stays reachable with errors.Is and errors.As.
+type upstreamError struct {
+	kind string
+	err  error
+}
+
+func (e *upstreamError) Error() string { return "upstream " + e.kind }
+func (e *upstreamError) Unwrap() error { return e.err }
+
+// generic wraps an upstream error for callers (see upstreamError); errors
+// whose text is already roomproxy's own pass unchanged.
+func generic(err error) error {
+	if err == nil || err == ErrUnavailable || err == errClosed {
+		return err
+	}
+	var ue *upstreamError
+	if errors.As(err, &ue) {
+		return err
+	}
+	return &upstreamError{kind: FailureKind(err), err: err}
 }
 
 // logFailure logs an upstream failure at most once a second, by kind only:

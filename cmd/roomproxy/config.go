@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/roomproxy/roomproxy/backend"
 )
 
 // config is everything roomproxy reads from its environment and flags. Only
@@ -61,6 +63,8 @@ type config struct {
 	FrameTimeout    time.Duration
 	AuthTimeout     time.Duration
 	OutputTimeout   time.Duration
+
+	Breaker backend.BreakerConfig // BREAKER_* (breaker.go)
 }
 
 // setting is one variable: its environment name, its flag (the same name in
@@ -196,7 +200,7 @@ func flagName(env string) string { return strings.ReplaceAll(strings.ToLower(env
 // names the variable it is about.
 func loadConfig(args []string, getenv func(string) string, out io.Writer) (*config, error) {
 	c := &config{}
-	ss := settings(c)
+	ss := append(settings(c), breakerSettings(c)...)
 	fs := flag.NewFlagSet("roomproxy", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {

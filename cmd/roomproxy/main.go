@@ -162,11 +162,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		OnRoundTrip: m.RoundTrip,
 		URL:         redisURL, TLSCAFile: cfg.RedisTLSCA, Timeout: cfg.RedisTimeout,
 		Conns: cfg.UpstreamConns, PipelineWait: cfg.PipelineWait, Stream: cfg.Stream, MaxLanes: cfg.MaxBlocking, PubSubPing: pubsubPing(cfg.PubSubPing), MaxRetries: cfg.RedisMaxRetries, RetryDelay: cfg.RedisRetryDelay,
-		Logger: log,
+		Logger: log, Breaker: cfg.Breaker,
 	})
 	if err != nil {
 		return err
 	}
+	m.RegisterBreaker(breakerMetrics(up))
 
 	mon := up.StartMonitor(backend.MonitorConfig{Interval: cfg.InfoInterval, AlertPerMin: float64(cfg.EvictionAlert), Logger: log})
 	defer mon.Stop()
@@ -277,7 +278,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				{"upstream_evicted_keys", strconv.FormatInt(h.EvictedKeys, 10)},
 				{"upstream_evictions_per_minute", strconv.FormatFloat(h.EvictionsPerMin, 'f', 1, 64)},
 			}
-		}}},
+		}}, breakerInfo(up)},
 	})
 
 	ln, err := net.Listen("tcp", cfg.ProxyAddr)
@@ -298,8 +299,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 			defer cancel()
 			return map[string]any{
 				"upstream": mon.Health(),
-				// Not built yet: reported as such rather than invented.
-				"breaker": "not built",
+				"breaker":  up.Breaker().State().String(),
 				"room_store": map[string]any{
 					"kind":      map[bool]string{true: "mongodb", false: "embedded"}[cfg.MongoURL != ""],
 					"reachable": store.Ping(ctx) == nil,

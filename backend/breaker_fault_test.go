@@ -1,0 +1,742 @@
+package backend
+
+// Fault tests of the circuit breaker against real servers: redis-server
+// processes (killed and restarted), an in-process toxiproxy between the
+// upstream and redis-server (blackhole, resets, latency), and miniredis for
+// error replies. Each test is bounded by "eventually within N seconds"
+// waits and checks for leaked goroutines at its very end.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+)
+
+// leakCheck verifies, after every cleanup the test registers later (servers
+// killed, proxies stopped), that the test left no goroutine behind.
+func leakCheck(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
+// startToxiproxy puts an in-process toxiproxy in front of addr.
+func startToxiproxy(t *testing.T, addr string) *toxiproxy.Proxy {
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "redis", "127.0.0.1:0", addr)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+func addToxic(t *testing.T, p *toxiproxy.Proxy, name, typ, stream string, attrs string) {
+	t.Helper()
+	js := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, name, typ, stream, attrs)
+	if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func removeToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
+	t.Helper()
+	if err := p.Toxics.RemoveToxic(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls cond every 10 ms until it holds or within passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// watch records the breaker's transitions.
+type watch struct {
+	mu  sync.Mutex
+	trs []Transition
+}
+
+func watchBreaker(up *Upstream) *watch {
+	w := &watch{}
+	up.Breaker().OnChange(func(tr Transition) {
+		w.mu.Lock()
+		w.trs = append(w.trs, tr)
+		w.mu.Unlock()
+	})
+	return w
+}
+
+// first returns the first transition to state to, waiting for it.
+func (w *watch) first(t *testing.T, to BreakerState, within time.Duration) Transition {
+	t.Helper()
+	var found Transition
+	eventually(t, within, "breaker "+to.String(), func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, tr := range w.trs {
+			if tr.To == to {
+				found = tr
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func (w *watch) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.trs)
+}
+
+// load is n clients sending batches (a write and a read) in a loop,
+// counting outcomes and the longest wait for a batch.
+type load struct {
+	up   *Upstream
+	stop chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+
+	ok, unavailable, other atomic.Int64
+	longest                atomic.Int64 // nanoseconds
+	mu                     sync.Mutex   // protects texts
+	texts                  map[string]bool
+}
+
+func startLoad(up *Upstream, n int) *load {
+	l := &load{up: up, stop: make(chan struct{}), texts: map[string]bool{}}
+	for c := range n {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			b := batch.New()
+			key := "load:" + strconv.Itoa(c)
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				b.Reset(2)
+				b.Add(args("SET", key, "v"), false)
+				b.Add(args("GET", key), true)
+				start := time.Now()
+				up.Submit(b)
+				b.Wait()
+				l.observe(time.Since(start), b.Replies)
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) observe(d time.Duration, replies []batch.Reply) {
+	for {
+		old := l.longest.Load()
+		if int64(d) <= old || l.longest.CompareAndSwap(old, int64(d)) {
+			break
+		}
+	}
+	for _, r := range replies {
+		switch {
+		case r.Err == nil:
+			l.ok.Add(1)
+		case errors.Is(r.Err, ErrUnavailable):
+			l.unavailable.Add(1)
+		default:
+			l.other.Add(1)
+			l.mu.Lock()
+			l.texts[r.Err.Error()] = true
+			l.mu.Unlock()
+		}
+	}
+}
+
+// halt stops the clients and waits for them; it may be called again.
+func (l *load) halt() {
+	l.once.Do(func() { close(l.stop) })
+	l.wg.Wait()
+}
+
+func (l *load) errorTexts() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for s := range l.texts {
+		out = append(out, s)
+	}
+	return out
+}
+
+// failFast sends n batches while the breaker is open and checks that each
+// comes back ErrUnavailable without reaching the upstream; it returns the
+// longest wait.
+func failFast(t *testing.T, up *Upstream, n int) time.Duration {
+	t.Helper()
+	var longest time.Duration
+	b := batch.New()
+	for range n {
+		b.Reset(2)
+		b.Add(args("SET", "ff", "v"), false)
+		start := time.Now()
+		up.Submit(b)
+		b.Wait()
+		longest = max(longest, time.Since(start))
+		if b.Replies[0].Err != ErrUnavailable {
+			t.Fatalf("while open: %q, %v", b.Replies[0].Raw, b.Replies[0].Err)
+		}
+	}
+	return longest
+}
+
+// TestBreakerRedisKilled: redis-server is killed (-9) under a load of 20
+// concurrent clients. The breaker opens; batches, lanes and subscriptions
+// then fail fast with ErrUnavailable; after a restart the probe closes it and
+// traffic flows again.
+func TestBreakerRedisKilled(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	w := watchBreaker(up)
+	l := startLoad(up, 20)
+	defer l.halt()
+	eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+
+	killed := time.Now()
+	r.Kill()
+	open := w.first(t, BreakerOpen, 5*time.Second)
+	t.Logf("breaker open %v after kill -9 (cause %s); %d failed replies before it opened",
+		open.At.Sub(killed).Round(time.Millisecond), open.Cause, l.other.Load())
+
+	longest := failFast(t, up, 200)
+	t.Logf("200 batches while open: longest wait %v", longest)
+	if longest >= time.Second {
+		t.Errorf("a batch waited %v while the breaker was open (upstream deadline 1 s)", longest)
+	}
+	if _, err := up.AcquireLane(context.Background(), 2); err != ErrUnavailable {
+		t.Errorf("AcquireLane while open: %v", err)
+	}
+	sub := up.NewSubscriber(2)
+	if err := sub.Subscribe(context.Background(), "ch"); err != ErrUnavailable {
+		t.Errorf("Subscribe while open: %v", err)
+	}
+	sub.Close()
+
+	restarted := time.Now()
+	r.Restart()
+	closed := w.first(t, BreakerClosed, 10*time.Second)
+	t.Logf("breaker closed %v after the restart", closed.At.Sub(restarted).Round(time.Millisecond))
+	ok := l.ok.Load()
+	eventually(t, 5*time.Second, "load flowing again", func() bool { return l.ok.Load() >= ok+200 })
+	l.halt()
+	st := up.Stats().Breaker
+	t.Logf("replies ok %d, unavailable %d, other %d %v; breaker %+v", l.ok.Load(), l.unavailable.Load(),
+		l.other.Load(), l.errorTexts(), st)
+	if st.State != BreakerClosed || st.Rejected == 0 || st.Transitions[BreakerClosed][BreakerOpen] != 1 {
+		t.Errorf("breaker stats %+v", st)
+	}
+}
+
+// TestBreakerBlackhole: the link to redis-server starts dropping everything
+// (toxiproxy timeout 0, both ways) under load. The breaker opens, no client
+// waits longer than the upstream deadline plus slack, and while open batches
+// return at once. Once the link is back the probe closes it.
+func TestBreakerBlackhole(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	p := startToxiproxy(t, r.Addr)
+	const deadline = 500 * time.Millisecond
+	up, err := New(Config{URL: "redis://" + p.Listen, Timeout: deadline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	w := watchBreaker(up)
+	l := startLoad(up, 20)
+	defer l.halt()
+	eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+	l.longest.Store(0)
+
+	holed := time.Now()
+	addToxic(t, p, "hole-up", "timeout", "upstream", `{"timeout":0}`)
+	addToxic(t, p, "hole-down", "timeout", "downstream", `{"timeout":0}`)
+	open := w.first(t, BreakerOpen, 5*time.Second)
+	t.Logf("breaker open %v after the blackhole (cause %s); %d faults counted", open.At.Sub(holed).Round(time.Millisecond), open.Cause, up.Stats().Breaker.Faults)
+	longest := failFast(t, up, 200)
+	l.halt() // every client's last batch has returned
+	t.Logf("longest client wait since the blackhole %v (deadline %v); 200 batches while open: longest %v",
+		time.Duration(l.longest.Load()).Round(time.Millisecond), deadline, longest)
+	if d := time.Duration(l.longest.Load()); d > deadline+deadline/2 {
+		t.Errorf("a client waited %v, more than the deadline %v plus slack", d, deadline)
+	}
+	if longest >= deadline {
+		t.Errorf("a batch waited %v while the breaker was open", longest)
+	}
+
+	removeToxic(t, p, "hole-up")
+	removeToxic(t, p, "hole-down")
+	w.first(t, BreakerClosed, 10*time.Second)
+	b := batch.New()
+	b.Reset(2)
+	b.Add(args("PING"), true)
+	up.Submit(b)
+	b.Wait()
+	if string(b.Replies[0].Raw) != "+PONG\r\n" {
+		t.Fatalf("after recovery: %q %v", b.Replies[0].Raw, b.Replies[0].Err)
+	}
+}
+
+// TestBreakerResetPeer: every connection to redis-server is reset as soon
+// as it carries data; the breaker opens, and closes once resets stop.
+func TestBreakerResetPeer(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	p := startToxiproxy(t, r.Addr)
+	up, err := New(Config{URL: "redis://" + p.Listen, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	w := watchBreaker(up)
+	l := startLoad(up, 20)
+	defer l.halt()
+	eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+	reset := time.Now()
+	addToxic(t, p, "rst", "reset_peer", "upstream", `{"timeout":0}`)
+	open := w.first(t, BreakerOpen, 5*time.Second)
+	t.Logf("breaker open %v after resets began (cause %s)", open.At.Sub(reset).Round(time.Millisecond), open.Cause)
+	removeToxic(t, p, "rst")
+	w.first(t, BreakerClosed, 10*time.Second)
+	ok := l.ok.Load()
+	eventually(t, 5*time.Second, "load flowing again", func() bool { return l.ok.Load() >= ok+200 })
+}
+
+// TestBreakerLatency: latency below the upstream deadline never opens the
+// breaker; latency above it does.
+func TestBreakerLatency(t *testing.T) {
+	t.Run("below", func(t *testing.T) {
+		leakCheck(t)
+		r := testredis.Start(t, testredis.Options{})
+		p := startToxiproxy(t, r.Addr)
+		addToxic(t, p, "slow", "latency", "downstream", `{"latency":200,"jitter":50}`)
+		up, err := New(Config{URL: "redis://" + p.Listen, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer up.Close()
+		w := watchBreaker(up)
+		l := startLoad(up, 20)
+		defer l.halt()
+		eventually(t, 20*time.Second, "400 replies", func() bool { return l.ok.Load() >= 400 })
+		l.halt()
+		st := up.Stats().Breaker
+		t.Logf("longest wait %v; breaker %+v", time.Duration(l.longest.Load()).Round(time.Millisecond), st)
+		if w.count() != 0 || st.Faults != 0 || l.other.Load()+l.unavailable.Load() != 0 {
+			t.Errorf("%d transitions, %d faults, %d failed replies under latency below the deadline",
+				w.count(), st.Faults, l.other.Load()+l.unavailable.Load())
+		}
+	})
+	t.Run("above", func(t *testing.T) {
+		leakCheck(t)
+		r := testredis.Start(t, testredis.Options{})
+		p := startToxiproxy(t, r.Addr)
+		up, err := New(Config{URL: "redis://" + p.Listen, Timeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer up.Close()
+		w := watchBreaker(up)
+		l := startLoad(up, 20)
+		defer l.halt()
+		eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+		slow := time.Now()
+		addToxic(t, p, "slow", "latency", "downstream", `{"latency":1500}`)
+		open := w.first(t, BreakerOpen, 5*time.Second)
+		t.Logf("breaker open %v after latency 1.5 s began, deadline 0.5 s (cause %s)",
+			open.At.Sub(slow).Round(time.Millisecond), open.Cause)
+		if open.Cause != "timeout" {
+			t.Errorf("cause %q", open.Cause)
+		}
+		removeToxic(t, p, "slow")
+		w.first(t, BreakerClosed, 10*time.Second)
+	})
+}
+
+// TestBreakerErrorReplies: error replies that are the caller's business and
+// nil replies never open the breaker; those of an upstream that is not
+// serving (LOADING, READONLY, Upstash's quotas, ...) do, after Failures
+// round trips.
+func TestBreakerErrorReplies(t *testing.T) {
+	leakCheck(t)
+	m := miniredis.RunT(t)
+	up, err := New(Config{URL: "redis://" + m.Addr(), Timeout: time.Second,
+		Breaker: BreakerConfig{OpenTimeout: 200 * time.Millisecond, ProbeInterval: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	b := batch.New()
+	send := func(cmd ...string) batch.Reply {
+		b.Reset(2)
+		b.Add(args(cmd...), false)
+		up.Submit(b)
+		b.Wait()
+		return b.Replies[0]
+	}
+	if r := send("SET", "k", "v"); string(r.Raw) != "+OK\r\n" {
+		t.Fatalf("SET: %q %v", r.Raw, r.Err)
+	}
+	for _, msg := range []string{
+		"WRONGTYPE Operation against a key holding the wrong kind of value",
+		"ERR syntax error",
+		"ERR max request size exceeded",
+		"BUSYGROUP Consumer Group name already exists",
+		"NOSCRIPT No matching script. Please use EVAL.",
+	} {
+		m.SetError(msg)
+		for range 20 {
+			if r := send("GET", "k"); string(r.Raw) != "-"+msg+"\r\n" {
+				t.Fatalf("%s: got %q %v", msg, r.Raw, r.Err)
+			}
+		}
+	}
+	m.SetError("")
+	for range 20 {
+		if r := send("GET", "missing"); string(r.Raw) != "$-1\r\n" {
+			t.Fatalf("nil reply: %q %v", r.Raw, r.Err)
+		}
+	}
+	if st := up.Stats().Breaker; st.State != BreakerClosed || st.Faults != 0 {
+		t.Fatalf("after the caller's errors and nil replies: %+v", st)
+	}
+
+	for _, msg := range []string{
+		"LOADING Redis is loading the dataset in memory",
+		"READONLY You can't write against a read only replica.",
+		"BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+		"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+		"ERR max daily request limit exceeded. Limit: 10000, Usage: 10000. See https://upstash.com/docs/redis/troubleshooting/max_daily_request_limit for details",
+		"ERR max requests limit exceeded. Limit: 500000, Usage: 500000.",
+		"ERR max concurrent connections exceeded",
+		"ERR DB capacity quota exceeded",
+	} {
+		m.SetError(msg)
+		sent := 0
+		for up.Breaker().State() == BreakerClosed && sent < 20 {
+			if r := send("GET", "k"); string(r.Raw) != "-"+msg+"\r\n" {
+				t.Fatalf("%s: got %q %v", msg, r.Raw, r.Err)
+			}
+			sent++
+		}
+		if up.Breaker().State() != BreakerOpen || sent != 5 {
+			t.Fatalf("%s: state %v after %d replies", msg, up.Breaker().State(), sent)
+		}
+		if r := send("GET", "k"); r.Err != ErrUnavailable {
+			t.Fatalf("%s: while open: %q %v", msg, r.Raw, r.Err)
+		}
+		m.SetError("")
+		select {
+		case <-up.Breaker().Closed():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: not closed within 5 s after the upstream recovered", msg)
+		}
+	}
+}
+
+// TestBreakerHalfOpenRush: 200 clients hammer the upstream from the moment
+// redis-server restarts after an outage. None of their commands reaches it
+// before the probe has closed the breaker (OnRecover sees no INCR in the
+// restarted server's commandstats, and in the end the counter is exactly
+// 200, one per client), OnRecover runs once and can re-sync through
+// SubmitRecovery while client traffic is still refused, and no batch hangs.
+func TestBreakerHalfOpenRush(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), Timeout: time.Second, Breaker: BreakerConfig{Failures: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	w := watchBreaker(up)
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	defer direct.Close()
+	incrCalls := func() int {
+		info, err := direct.Info(context.Background(), "commandstats").Result()
+		if err != nil {
+			t.Errorf("INFO commandstats: %v", err)
+			return -1
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_incr:calls="); ok {
+				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+				return n
+			}
+		}
+		return 0
+	}
+
+	var recovers atomic.Int32
+	var hookErr atomic.Pointer[string]
+	fail := func(s string) { hookErr.Store(&s) }
+	up.Breaker().SetRecover(func(ctx context.Context) error {
+		recovers.Add(1)
+		rejected := up.Breaker().Stats().Rejected
+		b := batch.New()
+		b.Reset(2)
+		b.Add(args("INCR", "rush"), false)
+		up.Submit(b)
+		b.Wait()
+		if b.Replies[0].Err != ErrUnavailable {
+			fail(fmt.Sprintf("client traffic while recovering: %q %v", b.Replies[0].Raw, b.Replies[0].Err))
+		}
+		b.Reset(2)
+		b.Add(args("SET", "resynced", "1"), false)
+		up.SubmitRecovery(b)
+		b.Wait()
+		if string(b.Replies[0].Raw) != "+OK\r\n" {
+			fail(fmt.Sprintf("SubmitRecovery: %q %v", b.Replies[0].Raw, b.Replies[0].Err))
+		}
+		// Let the rush knock on the closed gate for a while.
+		for up.Breaker().Stats().Rejected < rejected+1000 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		if n := incrCalls(); n != 0 {
+			fail(fmt.Sprintf("%d INCRs reached the upstream before the breaker closed", n))
+		}
+		return nil
+	})
+
+	r.Kill()
+	b := batch.New()
+	b.Reset(2)
+	b.Add(args("INCR", "rush"), false)
+	up.Submit(b)
+	b.Wait()
+	w.first(t, BreakerOpen, 5*time.Second)
+
+	const clients = 200
+	var wg sync.WaitGroup
+	var longest atomic.Int64
+	var unavailable, other, done atomic.Int64
+	gate := make(chan struct{})
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			b := batch.New()
+			giveUp := time.Now().Add(15 * time.Second)
+			for time.Now().Before(giveUp) {
+				b.Reset(2)
+				b.Add(args("INCR", "rush"), false)
+				start := time.Now()
+				up.Submit(b)
+				b.Wait()
+				if d := int64(time.Since(start)); d > longest.Load() {
+					longest.Store(d) // racy maximum: good enough for a log line
+				}
+				switch rep := b.Replies[0]; {
+				case rep.Err == nil:
+					done.Add(1)
+					return
+				case rep.Err == ErrUnavailable:
+					unavailable.Add(1)
+				default:
+					other.Add(1)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	restarted := time.Now()
+	r.Restart()
+	close(gate)
+	wg.Wait()
+	closed := w.first(t, BreakerClosed, time.Second)
+	t.Logf("closed %v after the restart; %d clients done, %d rejections, %d other errors, longest wait %v",
+		closed.At.Sub(restarted).Round(time.Millisecond), done.Load(), unavailable.Load(), other.Load(),
+		time.Duration(longest.Load()).Round(time.Millisecond))
+	if s := hookErr.Load(); s != nil {
+		t.Error(*s)
+	}
+	if n := recovers.Load(); n != 1 {
+		t.Errorf("OnRecover ran %d times", n)
+	}
+	if done.Load() != clients || other.Load() != 0 {
+		t.Fatalf("%d of %d clients got through, %d other errors", done.Load(), clients, other.Load())
+	}
+	if n, err := direct.Get(context.Background(), "rush").Int(); n != clients || err != nil {
+		t.Errorf("rush counter %d (%v), want %d: a rejected batch reached the upstream", n, err, clients)
+	}
+	if n := incrCalls(); n != clients {
+		t.Errorf("the upstream ran %d INCRs, want %d", n, clients)
+	}
+}
+
+// TestBreakerWrongPassword: the upstream's password was rotated and
+// roomproxy's is wrong. The breaker opens on the authentication failures,
+// and neither the replies nor the log carry the upstream's host, user,
+// password or text.
+func TestBreakerWrongPassword(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{Password: "rotated-secret-7"})
+	url := fmt.Sprintf("redis://roomsvc:stale-secret-3@localhost:%d", r.Port)
+	var logs syncBuffer
+	up, err := New(Config{URL: url, Timeout: time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := batch.New()
+	texts := map[string]bool{}
+	for range 20 {
+		b.Reset(2)
+		b.Add(args("GET", "k"), true)
+		up.Submit(b)
+		b.Wait()
+		if b.Replies[0].Err == nil {
+			t.Fatalf("wrong password: %q", b.Replies[0].Raw)
+		}
+		texts[b.Replies[0].Err.Error()] = true
+		if up.Breaker().State() == BreakerOpen {
+			break
+		}
+	}
+	st := up.Breaker().Stats()
+	if st.State != BreakerOpen || st.LastCause != "auth" {
+		t.Fatalf("breaker %+v", st)
+	}
+	// One more, refused by the open breaker.
+	b.Reset(2)
+	b.Add(args("GET", "k"), true)
+	up.Submit(b)
+	b.Wait()
+	texts[b.Replies[0].Err.Error()] = true
+	up.Close()
+	t.Logf("error texts %v", texts)
+	secrets := []string{"localhost", "127.0.0.1", strconv.Itoa(r.Port), "roomsvc", "stale-secret", "rotated-secret", "WRONGPASS", "invalid"}
+	for text := range texts {
+		if text != "upstream auth" && text != ErrUnavailable.Error() {
+			t.Errorf("error text %q", text)
+		}
+	}
+	out := logs.String()
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Errorf("the log holds %q:\n%s", s, out)
+		}
+	}
+	if !strings.Contains(out, "cause=auth") {
+		t.Errorf("the log does not say why the breaker opened:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestBreakerLaneLeavesNoWatch: a client WATCHes on a lane, the breaker opens
+// and refuses its EXEC, and the lane goes back to the pool. The next client
+// to get that lane must not inherit the WATCH: Release reconnects a lane
+// whose command the breaker refused.
+func TestBreakerLaneLeavesNoWatch(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), MaxLanes: 1, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	ctx := context.Background()
+	exec := func(l *Lane, cmds ...[][]byte) []batch.Reply {
+		b := batch.New()
+		b.Reset(2)
+		for _, c := range cmds {
+			b.Add(c, false)
+		}
+		l.Exec(ctx, b)
+		return b.Replies
+	}
+	l, err := up.AcquireLane(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := exec(l, args("WATCH", "w")); string(r[0].Raw) != "+OK\r\n" {
+		t.Fatalf("WATCH: %q %v", r[0].Raw, r[0].Err)
+	}
+	for range 5 {
+		fault(up.Breaker(), errRefused) // as if five round trips had failed
+	}
+	if r := exec(l, args("MULTI"), args("SET", "w", "1"), args("EXEC")); r[2].Err != ErrUnavailable {
+		t.Fatalf("EXEC while open: %q %v", r[2].Raw, r[2].Err)
+	}
+	l.Release()
+	if _, err := up.AcquireLane(ctx, 2); err != ErrUnavailable {
+		t.Fatalf("AcquireLane while open: %v", err)
+	}
+	select {
+	case <-up.Breaker().Closed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the probe did not close the breaker")
+	}
+	// Another client changes the watched key, then reuses the lane.
+	b := batch.New()
+	b.Reset(2)
+	b.Add(args("SET", "w", "other"), false)
+	up.Submit(b)
+	b.Wait()
+	l2, err := up.AcquireLane(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Release()
+	if l2 != l {
+		t.Fatal("expected the same lane back (MaxLanes 1)")
+	}
+	if r := exec(l2, args("MULTI"), args("SET", "w", "2"), args("EXEC")); string(r[2].Raw) != "*1\r\n+OK\r\n" {
+		t.Fatalf("EXEC on the reused lane: %q %v (a WATCH leaked from the previous client)", r[2].Raw, r[2].Err)
+	}
+}
