@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 
 	"github.com/roomproxy/roomproxy/rooms"
@@ -29,9 +30,14 @@ func (s *session) roomDegraded(sp *Spec, args [][]byte) bool {
 	return degraded
 }
 
+// storeCtx bounds a command served from the room store.
+func (s *session) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, s.srv.lim.StoreTimeout)
+}
+
 // fromStore answers a command on one room's keys from the room store.
 func (s *session) fromStore(sp *Spec, args [][]byte, write bool) {
-	ctx, cancel := s.upstreamCtx()
+	ctx, cancel := s.storeCtx()
 	raw, err := s.srv.cfg.Rooms.ServeFromStore(ctx, s.proto, args, sp.keys(args), write)
 	cancel()
 	if err != nil {
@@ -65,7 +71,7 @@ func (s *session) rescueReads() {
 			continue
 		}
 		args := s.batch.Cmds[sl.fwd]
-		ctx, cancel := s.upstreamCtx()
+		ctx, cancel := s.storeCtx()
 		raw, err := m.ServeFromStore(ctx, s.proto, args, sl.spec.keys(args), false)
 		cancel()
 		if err == nil {

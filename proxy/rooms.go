@@ -44,8 +44,8 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 	}
 	down := m.Degradable() && s.roomDegraded(sp, args)
 	if !p.Lifecycle {
-		if (!down || m.Down()) && s.coalesce(name, args) {
-			s.touchRooms(sp.keys(args)) // while the upstream is down, flushes go to the store
+		if s.coalesce(name, args) {
+			s.touchRooms(sp.keys(args)) // for a degraded room, its flushes go to the store
 			return
 		}
 		if down {

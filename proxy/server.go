@@ -98,6 +98,7 @@ type Limits struct {
 	AuthTimeout     time.Duration // AUTH must come within, when a password is set; default 10 s
 	OutputTimeout   time.Duration // a client must take its replies within; default 30 s
 	UpstreamTimeout time.Duration // round trips the session makes itself (WATCH, EXEC, SUBSCRIBE); default 5 s
+	StoreTimeout    time.Duration // a room command served from the room store during an outage; default 5 s
 }
 
 func (l *Limits) withDefaults() Limits {
@@ -123,6 +124,7 @@ func (l *Limits) withDefaults() Limits {
 	defd(&d.AuthTimeout, 10*time.Second)
 	defd(&d.OutputTimeout, 30*time.Second)
 	defd(&d.UpstreamTimeout, 5*time.Second)
+	defd(&d.StoreTimeout, 5*time.Second)
 	return d
 }
 

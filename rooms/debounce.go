@@ -293,6 +293,11 @@ func (d *Debouncer) Prime(room, key string, fields [][]byte) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if k := d.keys[key]; k != nil && k.hash {
+		for f := range k.fields { // held fields exist too
+			set[f] = struct{}{}
+		}
+	}
 	if len(d.known) > 1<<17 {
 		clear(d.known)
 	}
@@ -580,7 +585,7 @@ func unflushedLocked(r *pendingRoom) bool {
 // once it returns without error: what a snapshot taken now holds. With snap,
 // it also returns the room's snapshot, read in the same call.
 func (d *Debouncer) flushLocked(ctx context.Context, id string, snap bool) (covered int, keys map[string]fallback.Value, err error) {
-	if d.m.Down() {
+	if d.m.Degraded(id) {
 		if snap {
 			return 0, nil, errDown
 		}
@@ -658,7 +663,7 @@ func (d *Debouncer) flushAndPersist(ctx context.Context, id string, always bool)
 	mu := d.m.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
-	if d.m.Down() {
+	if d.m.Degraded(id) {
 		return d.m.storeFlushLocked(ctx, id) // held writes go to the store instead
 	}
 	persist := d.persistDue(id, d.m.now()) || always
@@ -769,9 +774,9 @@ func (d *Debouncer) due(now time.Time, all bool) (flush, persist []string) {
 			persist = append(persist, id) // PersistRoom flushes first
 			continue
 		}
-		if down {
+		if down || d.m.Dirty(id) {
 			// Everything held goes to the store, once a window per room:
-			// Redis may have lost what it had.
+			// Redis may have lost what it had, or be behind the store.
 			if (len(r.keys) > 0 || r.writes > 0) && now.Sub(r.lastFlush) >= d.cfg.Window {
 				flush = append(flush, id)
 			}
@@ -1031,6 +1036,5 @@ func (d *Debouncer) dropHeld(id string, h heldWrites) {
 		delete(r.keys, name)
 	}
 	r.lastFlush, r.persisted = now, now
-	d.forgetKnownLocked(id)
 	d.takeWritesLocked(id, r, r.writes)
 }

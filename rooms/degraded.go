@@ -182,9 +182,13 @@ func (m *Manager) ServeFromStore(ctx context.Context, proto int, args, keys [][]
 	if !ok || m.deg == nil {
 		return nil, ErrNotRoomCommand
 	}
-	mu := m.lock(id)
-	mu.Lock()
-	defer mu.Unlock()
+	if write {
+		// Reads need no lock: the store's document and the held writes
+		// overlaid on it are each the room as of some acknowledged write.
+		mu := m.lock(id)
+		mu.Lock()
+		defer mu.Unlock()
+	}
 	raw, err := m.storeRunLocked(ctx, id, proto, args, write)
 	if err != nil {
 		m.deg.errors.Add(1)
@@ -265,8 +269,19 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 	}
 	m.remember(id, state)
 	m.markDirty(id)
-	if m.debounce != nil {
-		m.debounce.dropHeld(id, held)
+	if d := m.debounce; d != nil {
+		d.dropHeld(id, held)
+		// The stored room is all there is of it now: its hashes' field
+		// lists are known, and later HSETs can be debounced again.
+		for name, v := range keys {
+			if v.Type == fallback.TypeHash {
+				fields := make([][]byte, 0, len(v.Hash))
+				for f := range v.Hash {
+					fields = append(fields, []byte(f))
+				}
+				d.Prime(id, name, fields)
+			}
+		}
 	}
 	return raw, nil
 }

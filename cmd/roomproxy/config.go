@@ -43,6 +43,7 @@ type config struct {
 	TTLWaiting      time.Duration
 	RoomMaxBytes    int
 	WarmUpPerSec    int
+	ResyncPerSec    int
 	DebounceWindow  time.Duration
 	PersistInterval time.Duration
 	PersistEveryN   int
@@ -172,6 +173,7 @@ func settings(c *config) []setting {
 		{"REDIS_TTL_WAITING_ROOM", "1800", "TTL of every key of a waiting room, in seconds", secs(&c.TTLWaiting)},
 		{"ROOM_MAX_BYTES", "1048576", "most bytes a room's keys may hold together (larger writes: -ERR room document too large)", num(&c.RoomMaxBytes, 1024)},
 		{"ROOM_WARMUP_PER_SEC", "200", "at start, waiting and active rooms missing in Redis are restored from the store at most this many a second", num(&c.WarmUpPerSec, 1)},
+		{"ROOM_RESYNC_PER_SEC", "500", "after an outage, rooms written meanwhile are written back to Redis from the store at most this many a second", num(&c.ResyncPerSec, 1)},
 		{"DEBOUNCE_WINDOW_MS", "500", "state writes to a room key reach Redis at most once per this many milliseconds (0: not debounced, written at once)", ms(&c.DebounceWindow)},
 		{"PERSIST_INTERVAL_MS", "5000", "a room with state writes has its snapshot stored in the room store at most this often, in milliseconds", ms(&c.PersistInterval)},
 		{"PERSIST_EVERY_N", "100", "... or after this many state writes, whichever comes first", num(&c.PersistEveryN, 1)},

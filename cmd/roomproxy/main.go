@@ -189,7 +189,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	rules := policy.DefaultRules()
 	rules.Prefix, rules.StatusField = cfg.RoomPrefix, cfg.RoomStatusField
 	rules.TTLActive, rules.TTLWaiting, rules.MaxBytes = cfg.TTLActive, cfg.TTLWaiting, cfg.RoomMaxBytes
-	roomMgr := rooms.New(rules, store, wiring.Exec(up), nil)
+	roomMgr := rooms.New(rules, m.TimeStore(store), wiring.Exec(up), nil)
+	scratch, err := backend.NewScratch()
+	if err != nil {
+		up.Close()
+		return fmt.Errorf("start the scratch server for outages: %w", err)
+	}
+	defer scratch.Close()
+	stopResync := wiring.ServeRoomsDuringOutages(up, roomMgr, scratch, cfg.ResyncPerSec, log)
+	defer stopResync()
+	m.RegisterFallback(fallbackMetrics(roomMgr))
 	window := cfg.DebounceWindow
 	if window == 0 {
 		window = -1 // DEBOUNCE_WINDOW_MS=0: written at once
@@ -223,12 +232,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		},
 		Info: []proxy.InfoSection{{Name: "rooms", Fields: func() [][2]string {
 			st := roomMgr.Stats()
-			kind := "embedded"
-			if cfg.MongoURL != "" {
-				kind = "mongodb"
-			}
 			return [][2]string{
-				{"room_store", kind},
+				{"room_store", storeKind(cfg)},
 				{"rooms_known", strconv.FormatInt(st.Known, 10)},
 				{"room_lifecycle_writes", strconv.FormatInt(st.LifecycleWrites, 10)},
 				{"room_store_errors", strconv.FormatInt(st.StoreErrors, 10)},
@@ -278,7 +283,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				{"upstream_evicted_keys", strconv.FormatInt(h.EvictedKeys, 10)},
 				{"upstream_evictions_per_minute", strconv.FormatFloat(h.EvictionsPerMin, 'f', 1, 64)},
 			}
-		}}, breakerInfo(up)},
+		}}, breakerInfo(up), fallbackInfo(roomMgr, storeKind(cfg))},
 	})
 
 	ln, err := net.Listen("tcp", cfg.ProxyAddr)
@@ -301,7 +306,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				"upstream": mon.Health(),
 				"breaker":  up.Breaker().State().String(),
 				"room_store": map[string]any{
-					"kind":      map[bool]string{true: "mongodb", false: "embedded"}[cfg.MongoURL != ""],
+					"kind":      storeKind(cfg),
 					"reachable": store.Ping(ctx) == nil,
 				},
 			}
@@ -373,4 +378,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		return serveErr
 	}
 	return nil
+}
+
+// storeKind names the room store: mongodb or embedded.
+func storeKind(cfg *config) string {
+	if cfg.MongoURL != "" {
+		return "mongodb"
+	}
+	return "embedded"
 }
