@@ -35,8 +35,18 @@ type outageRig struct {
 }
 
 func startOutageRig(t *testing.T, timeout time.Duration) *outageRig {
+	return startOutageRigVia(t, timeout, nil)
+}
+
+// startOutageRigVia puts via (a toxiproxy, say) between the proxy and
+// redis-server: via gets the server's address and returns the one to dial.
+func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string) string) *outageRig {
 	t.Helper()
 	g := &outageRig{r: testredis.Start(t, testredis.Options{})}
+	url := g.r.URL()
+	if via != nil {
+		url = "redis://" + via(g.r.Addr)
+	}
 	mdb := testmongo.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -52,7 +62,7 @@ func startOutageRig(t *testing.T, timeout time.Duration) *outageRig {
 	}
 	t.Cleanup(scratch.Close)
 	var d *rooms.Debouncer
-	g.p = startProxyWith(t, backend.Config{URL: g.r.URL(), Timeout: timeout}, func(up *backend.Upstream) proxy.Config {
+	g.p = startProxyWith(t, backend.Config{URL: url, Timeout: timeout}, func(up *backend.Upstream) proxy.Config {
 		g.up = up
 		g.m = rooms.New(policy.DefaultRules(), g.store, wiring.Exec(up), nil)
 		d = g.m.NewDebouncer(rooms.DebounceConfig{})
