@@ -32,6 +32,7 @@ type outageRig struct {
 	store *fallback.Mongo
 	m     *rooms.Manager
 	up    *backend.Upstream
+	mdb   *testmongo.Server
 }
 
 func startOutageRig(t *testing.T, timeout time.Duration) *outageRig {
@@ -47,11 +48,11 @@ func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string
 	if via != nil {
 		url = "redis://" + via(g.r.Addr)
 	}
-	mdb := testmongo.Start(t)
+	g.mdb = testmongo.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	var err error
-	g.store, err = fallback.OpenMongo(ctx, fallback.MongoConfig{URL: mdb.URL, DB: "outage_load", Timeout: 5 * time.Second})
+	g.store, err = fallback.OpenMongo(ctx, fallback.MongoConfig{URL: g.mdb.URL, DB: "outage_load", Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
