@@ -60,7 +60,7 @@ func New(reg *prometheus.Registry) *Metrics {
 		}, []string{"source"}),
 		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "cache_misses_total",
-			Help: "Single-key reads Redis did not answer with a value, by what answered: redis (nil), pending (a debounced write not yet in Redis).",
+			Help: "Single-key reads Redis did not answer with a value, by what answered: redis (nil), pending (a debounced write not yet in Redis), mongodb (the room store: read-through or an outage).",
 		}, []string{"source"}),
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "cache_write_errors_total",
@@ -235,7 +235,7 @@ func (m *Metrics) DebounceFlush(took, age time.Duration) {
 func (m *Metrics) Command(name, kind string) proxy.CommandObserver {
 	c := &commandObserver{vec: m.commands, name: name, duration: m.opDuration.WithLabelValues(kind),
 		hits: m.hits.WithLabelValues("redis"), misses: m.misses.WithLabelValues("redis"),
-		pending: m.misses.WithLabelValues("pending")}
+		pending: m.misses.WithLabelValues("pending"), store: m.misses.WithLabelValues("mongodb")}
 	if kind == "write" {
 		c.writeErrors = m.writeErrors
 	}
@@ -250,6 +250,7 @@ type commandObserver struct {
 	hits        prometheus.Counter
 	misses      prometheus.Counter
 	pending     prometheus.Counter
+	store       prometheus.Counter
 	writeErrors prometheus.Counter // nil unless a write command
 }
 
@@ -269,6 +270,8 @@ func (c *commandObserver) Observe(o proxy.Outcome, d time.Duration, l proxy.Look
 		c.misses.Inc()
 	case proxy.LookupPending:
 		c.pending.Inc()
+	case proxy.LookupStore:
+		c.store.Inc()
 	}
 	if c.writeErrors != nil && o != proxy.OutcomeOK {
 		c.writeErrors.Inc()

@@ -76,6 +76,7 @@ func (s *session) rescueReads() {
 		cancel()
 		if err == nil {
 			s.batch.Replies[sl.fwd].Raw, s.batch.Replies[sl.fwd].Err = raw, nil
+			sl.fromStore = true
 		}
 	}
 }

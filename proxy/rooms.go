@@ -181,6 +181,7 @@ func (s *session) readThrough() {
 		s.srv.up.Submit(b)
 		b.Wait()
 		s.batch.Replies[sl.fwd] = b.Replies[0]
+		sl.fromStore = true // Redis had nothing: the room store answered
 	}
 }
 

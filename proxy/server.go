@@ -53,6 +53,7 @@ const (
 	LookupHit                   // a read answered with a value
 	LookupMiss                  // a read answered with nil: the key is not there
 	LookupPending               // a read answered from a debounced write not yet in Redis
+	LookupStore                 // a read Redis could not answer, answered from the room store (outage, read-through)
 )
 
 // CommandObserver records one command: its outcome, the time from receiving

@@ -24,6 +24,7 @@ type slot struct {
 	hidden     bool // MULTI and queued commands sent with EXEC: their replies were given already
 	roomRead   bool // a single-key read of a room key: a nil reply is read through from the room store
 	pending    bool // a read answered from a debounced write
+	fromStore  bool // a read answered from the room store
 	roomCmd    bool // a forwarded read of room keys: served from the store if the upstream fails it
 	spec       *Spec
 }
@@ -353,6 +354,7 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 		}
 		if s.srv.cfg.Rooms.Degradable() && s.roomDegraded(sp, args) {
 			s.fromStore(sp, args, f&FlagWrite != 0)
+			sl.fromStore = f&FlagRead != 0
 			return
 		}
 		if !settled && !s.settle(keys, f&FlagWrite != 0) {
@@ -427,6 +429,8 @@ func (s *session) drain() {
 				outcome = OutcomeOK
 				if len(r.Raw) > 0 && (r.Raw[0] == '-' || r.Raw[0] == '!') {
 					outcome = OutcomeError
+				} else if sl.fromStore {
+					lookup = LookupStore
 				} else if sl.spec != nil && sl.spec.Flags&FlagRead != 0 && sl.spec.First > 0 && sl.spec.First == sl.spec.Last {
 					lookup = LookupHit
 					if isNull(r.Raw) {
@@ -440,8 +444,11 @@ func (s *session) drain() {
 		} else {
 			raw := s.local[sl.start:sl.end]
 			outcome = OutcomeOK
-			if sl.pending {
+			switch {
+			case sl.pending:
 				lookup = LookupPending
+			case sl.fromStore:
+				lookup = LookupStore
 			}
 			if len(raw) > 0 && raw[0] == '-' {
 				outcome = OutcomeError

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,6 +81,21 @@ func TestZeroConfiguration(t *testing.T) {
 		t.Fatalf("room:zero TTL = %v, %v", ttl, err)
 	}
 	c.Close()
+	// redis-cli reads INFO, whole and by section.
+	_, port, _ := strings.Cut(addrs["roomproxy"], ":")
+	out, err := exec.Command("redis-cli", "-p", port, "INFO").CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli INFO: %v %s", err, out)
+	}
+	for _, sec := range []string{"# Server", "# Clients", "# Stats", "# Proxy", "# Upstream", "# Breaker", "# Debounce", "# Fallback", "# Rooms", "loading:0"} {
+		if !strings.Contains(string(out), sec) {
+			t.Errorf("redis-cli INFO lacks %q", sec)
+		}
+	}
+	out, err = exec.Command("redis-cli", "-p", port, "INFO", "breaker").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "breaker_state:closed") || strings.Contains(string(out), "# Server") {
+		t.Errorf("redis-cli INFO breaker = %q, %v", out, err)
+	}
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/health/redis"} {
 		resp, err := http.Get("http://" + addrs["metrics"] + path)
 		if err != nil || resp.StatusCode != 200 {
