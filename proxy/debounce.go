@@ -109,6 +109,7 @@ func (s *session) coalesce(name string, args [][]byte) bool {
 		ws[i].Room = id
 	}
 	if !d.SetStrings(ws) {
+		d.CountWriteThrough() // the pending set is full: written through
 		return false
 	}
 	s.simple("OK")

@@ -104,19 +104,16 @@ type Debouncer struct {
 	mu    sync.Mutex
 	keys  map[string]*pendingKey
 	rooms map[string]*pendingRoom
-	known map[string]*knownFields // hash keys whose fields are known: HSET replies without asking Redis
+	known map[string]map[string]*knownFields // by room, then hash key: fields known, for HSET replies without asking Redis
 	bytes int
 	seq   uint64
 
 	coalesced, writeThrough, flushes, flushedKeys, flushErrors, overruns atomic.Int64
 	snapshots, snapshotErrors, maxAgeMs, pendingReads                    atomic.Int64
-
-	wake chan struct{}
 }
 
 type knownFields struct {
 	fields map[string]struct{}
-	room   string
 	at     time.Time
 }
 
@@ -128,7 +125,7 @@ const knownLife = 60 * time.Second
 // it. Run must be called for writes to reach Redis.
 func (m *Manager) NewDebouncer(cfg DebounceConfig) *Debouncer {
 	d := &Debouncer{m: m, cfg: cfg.withDefaults(), keys: map[string]*pendingKey{},
-		rooms: map[string]*pendingRoom{}, known: map[string]*knownFields{}, wake: make(chan struct{}, 1)}
+		rooms: map[string]*pendingRoom{}, known: map[string]map[string]*knownFields{}}
 	m.debounce = d
 	return d
 }
@@ -139,9 +136,9 @@ func (d *Debouncer) Enabled() bool { return d != nil && d.cfg.Window > 0 }
 // Window is the debounce window.
 func (d *Debouncer) Window() time.Duration { return d.cfg.Window }
 
-// coalescable reports whether room id may take debounced writes now: its
-// state is known and not completed, and the pending set has room. Called
-// with d.mu held.
+// admit reports whether room id may take add more bytes of debounced writes
+// now: the room is not completed, and the pending set has room. Called with
+// d.mu held.
 func (d *Debouncer) admit(id string, add int) bool {
 	d.m.mu.Lock()
 	s, known := d.m.states[id]
@@ -226,7 +223,7 @@ func (d *Debouncer) SetStrings(ws []StringWrite) bool {
 		}
 		k.bytes = len(w.Key) + len(w.Value)
 		d.bytes += k.bytes
-		delete(d.known, w.Key)
+		delete(d.known[w.Room], w.Key)
 	}
 	d.mu.Unlock()
 	d.coalesced.Add(int64(len(ws)))
@@ -248,7 +245,7 @@ func (d *Debouncer) SetFields(room, key string, fv [][]byte) (added int, ok bool
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	kf := d.known[key]
+	kf := d.known[room][key]
 	if kf == nil || now.Sub(kf.at) > knownLife || !d.admit(room, add) {
 		return 0, false
 	}
@@ -298,10 +295,13 @@ func (d *Debouncer) Prime(room, key string, fields [][]byte) {
 			set[f] = struct{}{}
 		}
 	}
-	if len(d.known) > 1<<17 {
-		clear(d.known)
+	if d.known[room] == nil {
+		if len(d.known) > 1<<16 {
+			clear(d.known) // bounded: forget them all; HSETs prime again
+		}
+		d.known[room] = map[string]*knownFields{}
 	}
-	d.known[key] = &knownFields{fields: set, room: room, at: d.m.now()}
+	d.known[room][key] = &knownFields{fields: set, at: d.m.now()}
 }
 
 // NoteWrite counts a write to a room that was not coalesced (INCR, LPUSH,
@@ -324,13 +324,7 @@ func (d *Debouncer) NoteWrite(room string) {
 	d.roomLocked(room, d.m.now())
 }
 
-func (d *Debouncer) forgetKnownLocked(room string) {
-	for k, kf := range d.known {
-		if kf.room == room {
-			delete(d.known, k)
-		}
-	}
-}
+func (d *Debouncer) forgetKnownLocked(room string) { delete(d.known, room) }
 
 // Pending returns a copy of a key's pending string value, or of the asked
 // hash fields' pending values. ok is false when the key has no pending
@@ -754,7 +748,7 @@ func (d *Debouncer) forgetRoom(id string, covered int, fields bool) {
 	if fields {
 		d.forgetKnownLocked(id)
 	} else {
-		delete(d.known, d.m.Rules.Prefix+id)
+		delete(d.known[id], d.m.Rules.Prefix+id)
 	}
 	if r := d.rooms[id]; r != nil {
 		r.persisted = d.m.now()
