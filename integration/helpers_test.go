@@ -62,3 +62,11 @@ type rawConn = resptest.Conn
 func dialRaw(t *testing.T, addr string) *rawConn { return resptest.Dial(t, addr) }
 
 func encode(args ...string) string { return resptest.Encode(args...) }
+
+// leakCheck makes the test fail if goroutines it started are left once all
+// its cleanups (registered after this call) have run: each fault test ends
+// with no leak of its own, not only the package as a whole.
+func leakCheck(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+}

@@ -20,6 +20,7 @@ import (
 // them), reads after the breaker opens are answered from the store at once,
 // and once the link is back the breaker closes and Redis serves again.
 func TestBlackholeRoomReads(t *testing.T) {
+	leakCheck(t)
 	var tp *toxiproxy.Proxy
 	const deadline = 500 * time.Millisecond
 	g := startOutageRigVia(t, deadline, func(addr string) string {

@@ -97,6 +97,7 @@ func TestUpstreamKilledUnderRoomLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 12 s load with an outage")
 	}
+	leakCheck(t)
 	g := startOutageRig(t, time.Second)
 	ctx := context.Background()
 	const nRooms = 100

@@ -24,6 +24,7 @@ func TestFlappingUpstream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a flapping link for 4 s")
 	}
+	leakCheck(t)
 	var tp *toxiproxy.Proxy
 	g := startOutageRigVia(t, 500*time.Millisecond, func(addr string) string {
 		srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
@@ -140,6 +141,7 @@ func TestFlappingUpstream(t *testing.T) {
 // writes are refused, never +OK; the writes Redis has are held, within the
 // pending caps, until the store is back.
 func TestStoreDownUpstreamUp(t *testing.T) {
+	leakCheck(t)
 	g := startOutageRig(t, time.Second)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: g.p.Addr, MaxRetries: -1, ReadTimeout: 20 * time.Second})
@@ -178,6 +180,7 @@ func TestStoreDownUpstreamUp(t *testing.T) {
 // writes get errors, promptly (bounded by the deadlines), never a hang and
 // never +OK for a lifecycle write.
 func TestBothDown(t *testing.T) {
+	leakCheck(t)
 	g := startOutageRig(t, 500*time.Millisecond)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: g.p.Addr, MaxRetries: -1, ReadTimeout: 30 * time.Second})

@@ -26,6 +26,7 @@ import (
 // writes the rooms written during the outage back to Redis, so no
 // pre-outage value is served.
 func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
+	leakCheck(t)
 	r := testredis.Start(t, testredis.Options{})
 	mdb := testmongo.Start(t)
 	ctx := context.Background()
