@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -256,7 +257,11 @@ func (s *Server) accept(nc net.Conn) {
 	}
 	sess.lastCmd.Store(sess.created.UnixNano())
 	sess.guard = newFrameGuard(nc, &s.lim, sess.authenticated)
-	sess.rd = redcon.NewReader(sess.guard)
+	// redcon reads through a bufio.Reader; giving it ours (bufio.NewReader
+	// returns a big enough *bufio.Reader as it is) lets the session see the
+	// complete frames it holds, so a pipeline is never cut in two batches.
+	sess.br = bufio.NewReaderSize(sess.guard, 4096)
+	sess.rd = redcon.NewReader(sess.br)
 	sess.wr = redcon.NewWriter(nc)
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
@@ -400,6 +405,7 @@ func (s *Server) info(args [][]byte) []byte {
 	section("stats", [][2]string{
 		{"total_connections_received", strconv.FormatInt(s.accepted.Load(), 10)},
 		{"total_commands_processed", strconv.FormatInt(s.commands.Load(), 10)},
+		{"client_batches_forwarded", strconv.FormatInt(s.batches.Load(), 10)},
 		{"rejected_connections", strconv.FormatInt(s.refused.Load(), 10)},
 	})
 	section("replication", [][2]string{{"role", "master"}, {"connected_slaves", "0"}})

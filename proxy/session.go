@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,7 @@ type session struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	guard *frameGuard
+	br    *bufio.Reader // between the guard and redcon: complete frames handed over, not yet parsed
 	rd    *redcon.Reader
 	wr    *redcon.Writer
 
@@ -135,7 +137,10 @@ func (s *session) readBatch() ([]redcon.Command, error) {
 	if err != nil {
 		return nil, err
 	}
-	for s.guard.buffered() > 0 && len(cmds) < s.srv.lim.MaxPipeline {
+	// Frames already received sit in the guard or in the bufio.Reader
+	// (redcon's own buffer holds at most a part of one, whose rest is in
+	// one of the two): read until both are empty.
+	for (s.guard.buffered() > 0 || s.br.Buffered() > 0) && len(cmds) < s.srv.lim.MaxPipeline {
 		more, err := s.rd.ReadCommands()
 		if err != nil {
 			break // the error is returned again by the next read
