@@ -170,6 +170,30 @@ func contract(t *testing.T, open func(t *testing.T) Store) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("dirty rooms", func(t *testing.T) {
+		s := open(t)
+		for i, dirty := range []bool{true, false, true} {
+			r := sample(fmt.Sprint("d", i), 1, "active")
+			r.Dirty = dirty
+			if err := s.Put(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rooms, err := s.ListDirty(ctx)
+		if err != nil || len(rooms) != 2 || rooms[0].ID != "d0" || rooms[1].ID != "d2" || !rooms[0].Dirty {
+			t.Fatalf("ListDirty = %+v, %v", rooms, err)
+		}
+		clean := sample("d0", 2, "active") // written back to Redis: no longer dirty
+		if err := s.Put(ctx, clean); err != nil {
+			t.Fatal(err)
+		}
+		if rooms, _ := s.ListDirty(ctx); len(rooms) != 1 || rooms[0].ID != "d2" {
+			t.Fatalf("ListDirty after d0 was cleaned = %+v", rooms)
+		}
+		if got, _, _ := s.Get(ctx, "d0"); got.Dirty {
+			t.Fatal("d0 still reads as dirty")
+		}
+	})
 	t.Run("large room", func(t *testing.T) {
 		s := open(t)
 		r := sample("big", 1, "active")

@@ -116,6 +116,32 @@ func (e *Embedded) List(ctx context.Context, statuses []string, limit int) ([]Ro
 	return out, nil
 }
 
+// ListDirty scans the store for rooms marked dirty.
+func (e *Embedded) ListDirty(ctx context.Context) ([]Room, error) {
+	var out []Room
+	err := e.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(roomsBucket).ForEach(func(_, v []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var head struct{ Dirty bool }
+			if err := json.Unmarshal(v, &head); err != nil || !head.Dirty {
+				return err
+			}
+			var room Room
+			if err := json.Unmarshal(v, &room); err != nil {
+				return err
+			}
+			out = append(out, room)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list dirty rooms: %w", err)
+	}
+	return out, nil
+}
+
 // Expire deletes rooms completed before the cutoff.
 func (e *Embedded) Expire(ctx context.Context, before time.Time) (int, error) {
 	n := 0

@@ -42,6 +42,7 @@ type mongoRoom struct {
 	Keys        []mongoKey `bson:"keys"`
 	UpdatedAt   time.Time  `bson:"updatedAt"`
 	CompletedAt *time.Time `bson:"completedAt,omitempty"`
+	Dirty       bool       `bson:"dirty,omitempty"`
 }
 
 // mongoKey keeps key names and values as BSON binary: Redis keys and values
@@ -127,7 +128,7 @@ func (m *Mongo) Put(ctx context.Context, room Room) error {
 	doc := toMongo(room)
 	set := bson.D{
 		{Key: "status", Value: doc.Status}, {Key: "version", Value: doc.Version},
-		{Key: "keys", Value: doc.Keys}, {Key: "updatedAt", Value: doc.UpdatedAt},
+		{Key: "keys", Value: doc.Keys}, {Key: "updatedAt", Value: doc.UpdatedAt}, {Key: "dirty", Value: doc.Dirty},
 	}
 	update := bson.D{{Key: "$set", Value: set}}
 	if doc.CompletedAt != nil {
@@ -187,6 +188,27 @@ func (m *Mongo) List(ctx context.Context, statuses []string, limit int) ([]Room,
 	return out, nil
 }
 
+// ListDirty returns the rooms marked dirty.
+func (m *Mongo) ListDirty(ctx context.Context) ([]Room, error) {
+	cur, err := m.rooms.Find(ctx, bson.D{{Key: "dirty", Value: true}}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("list dirty rooms: %w", err)
+	}
+	defer cur.Close(ctx)
+	var out []Room
+	for cur.Next(ctx) {
+		var doc mongoRoom
+		if err := cur.Decode(&doc); err != nil {
+			return nil, fmt.Errorf("list dirty rooms: %w", err)
+		}
+		out = append(out, fromMongo(doc))
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("list dirty rooms: %w", err)
+	}
+	return out, nil
+}
+
 // Expire deletes rooms completed before the cutoff.
 func (m *Mongo) Expire(ctx context.Context, before time.Time) (int, error) {
 	res, err := m.rooms.DeleteMany(ctx, bson.D{{Key: "completedAt", Value: bson.D{{Key: "$lt", Value: before}}}})
@@ -209,7 +231,7 @@ func (m *Mongo) Close() error {
 }
 
 func toMongo(r Room) mongoRoom {
-	doc := mongoRoom{ID: r.ID, Status: r.Status, Version: r.Version, UpdatedAt: r.UpdatedAt.UTC().Truncate(time.Millisecond)}
+	doc := mongoRoom{ID: r.ID, Status: r.Status, Version: r.Version, UpdatedAt: r.UpdatedAt.UTC().Truncate(time.Millisecond), Dirty: r.Dirty}
 	if !r.CompletedAt.IsZero() {
 		t := r.CompletedAt.UTC().Truncate(time.Millisecond)
 		doc.CompletedAt = &t
@@ -234,7 +256,7 @@ func toMongo(r Room) mongoRoom {
 }
 
 func fromMongo(doc mongoRoom) Room {
-	r := Room{ID: doc.ID, Status: doc.Status, Version: doc.Version, UpdatedAt: doc.UpdatedAt, Keys: map[string]Value{}}
+	r := Room{ID: doc.ID, Status: doc.Status, Version: doc.Version, UpdatedAt: doc.UpdatedAt, Keys: map[string]Value{}, Dirty: doc.Dirty}
 	if doc.CompletedAt != nil {
 		r.CompletedAt = *doc.CompletedAt
 	}

@@ -42,6 +42,10 @@ type Room struct {
 	Keys        map[string]Value
 	UpdatedAt   time.Time
 	CompletedAt time.Time // zero unless completed
+	// Dirty: written while the upstream was unavailable; Redis may hold an
+	// older copy until the room is written back to it (re-sync). Kept in the
+	// store so that a restarted proxy knows.
+	Dirty bool
 }
 
 // ErrStale is returned by Put when the store already holds this version of
@@ -63,6 +67,8 @@ type Store interface {
 	// List returns up to limit rooms whose status is one of statuses,
 	// ordered by id; limit <= 0 means no limit.
 	List(ctx context.Context, statuses []string, limit int) ([]Room, error)
+	// ListDirty returns the rooms marked Dirty.
+	ListDirty(ctx context.Context) ([]Room, error)
 	// Expire removes completed rooms completed before the cutoff (MongoDB
 	// also has a TTL index; FerretDB and the embedded store rely on this).
 	Expire(ctx context.Context, before time.Time) (int, error)

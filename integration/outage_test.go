@@ -110,6 +110,13 @@ func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
 	if st := m.DegradedStats(); st.Dirty != 2 || st.Reads == 0 || st.Writes == 0 {
 		t.Fatalf("outage stats %+v", st)
 	}
+	// A proxy started now (a restart, another instance) learns which rooms
+	// are dirty from the store.
+	other := rooms.New(policy.DefaultRules(), store, nil, nil)
+	other.SetDegraded(scratch, func() bool { return false })
+	if n, err := other.LoadDirty(ctx); err != nil || n != 2 || !other.Dirty("o1") || !other.Dirty("o2") {
+		t.Fatalf("LoadDirty = %d, %v; o1 %v, o2 %v", n, err, other.Dirty("o1"), other.Dirty("o2"))
+	}
 
 	// Back, empty. Until re-synced the dirty rooms are still served from
 	// the store; then Redis has them.
@@ -135,5 +142,8 @@ func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
 	}
 	if v, err := c.Get(ctx, "room:o1").Result(); err != nil || seqOf(t, v) != 2 {
 		t.Fatalf("GET after re-sync = %q, %v", v, err)
+	}
+	if n, err := other.LoadDirty(ctx); err != nil || n != 0 {
+		t.Fatalf("after the re-sync the store still lists %d dirty rooms (%v)", n, err)
 	}
 }

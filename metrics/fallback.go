@@ -32,7 +32,7 @@ func (m *Metrics) RegisterFallback(fn func() FallbackStats) {
 }
 
 // storeOps is the closed set of room store operations, the op label.
-var storeOps = []string{"get", "put", "list", "expire", "ping"}
+var storeOps = []string{"get", "put", "list", "list_dirty", "expire", "ping"}
 
 // TimeStore wraps a room store so that each operation's duration is
 // observed in roomproxy_mongodb_operation_duration_seconds{op} (also for the
@@ -72,6 +72,11 @@ func (t timedStore) Get(ctx context.Context, id string) (fallback.Room, bool, er
 func (t timedStore) List(ctx context.Context, statuses []string, limit int) ([]fallback.Room, error) {
 	defer t.since("list", time.Now())
 	return t.Store.List(ctx, statuses, limit)
+}
+
+func (t timedStore) ListDirty(ctx context.Context) ([]fallback.Room, error) {
+	defer t.since("list_dirty", time.Now())
+	return t.Store.ListDirty(ctx)
 }
 
 func (t timedStore) Expire(ctx context.Context, before time.Time) (int, error) {

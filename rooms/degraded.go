@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"maps"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,24 @@ var ErrNotRoomCommand = errors.New("not a command on one room's keys")
 // upstream unavailable.
 func (m *Manager) SetDegraded(s Scratch, down func() bool) {
 	m.deg = &degraded{scratch: s, down: down, dirty: map[string]struct{}{}}
+}
+
+// LoadDirty marks dirty the rooms the store says were written during an
+// outage and not yet written back to Redis (by an earlier run of this
+// process or another instance); they are served from the store until
+// re-synced. Call it before serving clients.
+func (m *Manager) LoadDirty(ctx context.Context) (int, error) {
+	if m.deg == nil {
+		return 0, nil
+	}
+	rooms, err := m.store.ListDirty(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rooms {
+		m.markDirty(r.ID)
+	}
+	return len(rooms), nil
 }
 
 // Degradable reports whether rooms are served from the store during
@@ -260,7 +279,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 		return nil, ErrTooLarge
 	}
 	state := m.stateOfKeys(id, keys)
-	stored := fallback.Room{ID: id, Status: state.String(), Keys: keys, UpdatedAt: m.now()}
+	stored := fallback.Room{ID: id, Status: state.String(), Keys: keys, UpdatedAt: m.now(), Dirty: true}
 	if state == policy.Completed {
 		stored.CompletedAt = stored.UpdatedAt
 	}
@@ -459,6 +478,8 @@ func (m *Manager) resyncRoom(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("%w (%v)", ErrStore, err)
 	}
+	stored := room // without the held writes overlaid below
+	stored.Keys = maps.Clone(room.Keys)
 	room.ID = id
 	if room.Keys == nil {
 		room.Keys = map[string]fallback.Value{}
@@ -471,6 +492,13 @@ func (m *Manager) resyncRoom(ctx context.Context, id string) error {
 	}
 	if _, err := reply(m.exec(opCtx, [][][]byte{m.resyncCmd(room, found)})[0]); err != nil {
 		return err
+	}
+	if stored.Dirty {
+		// Redis has it now; a proxy started later must not re-sync it again.
+		// If this fails, a later start re-syncs it once more: harmless.
+		stored.Dirty = false
+		stored.UpdatedAt = m.now()
+		m.put(opCtx, &stored)
 	}
 	m.deg.mu.Lock()
 	delete(m.deg.dirty, id)

@@ -16,6 +16,15 @@ import (
 func ServeRoomsDuringOutages(up *backend.Upstream, mgr *rooms.Manager, scratch *backend.Scratch, perSecond int, log *slog.Logger) (stop func()) {
 	br := up.Breaker()
 	mgr.SetDegraded(scratch, func() bool { return br.State() != backend.BreakerClosed })
+	// Rooms an earlier run wrote during an outage and did not write back:
+	// marked before any client is served, re-synced by the loop below.
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if n, err := mgr.LoadDirty(lctx); err != nil {
+		log.Warn("cannot list the rooms written during an earlier outage; they may be read from an older copy in Redis", "err", err)
+	} else if n > 0 {
+		log.Info("rooms written during an earlier outage are served from the room store until written back to Redis", "rooms", n)
+	}
+	lcancel()
 	ctx, cancel := context.WithCancel(context.Background())
 	kick := make(chan struct{}, 1)
 	br.OnChange(func(t backend.Transition) {
