@@ -56,41 +56,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CLI_TIMEOUT=10 # seconds, per redis-cli call
 
 # ---------------------------------------------------------------- processes
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/roomproxy-roomload.XXXXXX")
-PIDS=()
-LOAD_PID=""
-cleanup() {
-  local rc=$? pid i
-  trap - EXIT INT TERM
-  if [ -n "$LOAD_PID" ]; then
-    kill -TERM "$LOAD_PID" 2>/dev/null || true
-    wait "$LOAD_PID" 2>/dev/null || true
-  fi
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "roomload.sh: pid $pid did not stop on SIGTERM within 5s; sending SIGKILL" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
-  if { [ "$rc" -ne 0 ] || [ -n "${KEEP_LOGS:-}" ]; } && [ -n "$(ls -A "$TMP")" ]; then
-    echo "roomload.sh: logs and JSON reports kept in $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-  python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
-}
-
-cli() { timeout "$CLI_TIMEOUT" redis-cli -h 127.0.0.1 "$@"; }
+SCRIPT=roomload.sh
+KEPT="logs and JSON reports"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # wait_ready NAME PID LOG PORT: waits up to 15 s until PORT answers PING, and
 # fails with the log's tail if NAME exits or never answers.
@@ -120,9 +89,9 @@ run_load() {
   shift
   log "roomload $name: $* ${ARGS[*]}"
   bench/.bin/roomload -json "$@" "${ARGS[@]}" >"$TMP/$name.json" &
-  LOAD_PID=$!
-  wait "$LOAD_PID" || rc=$?
-  LOAD_PID=""
+  FG_PID=$!
+  wait "$FG_PID" || rc=$?
+  FG_PID=""
   case $rc in
     0) ;;
     1) log "roomload $name: checks FAILED (see the summary)"; LOAD_FAILED=1 ;;

@@ -80,41 +80,10 @@ BENCH_TIMEOUT=300 # seconds, per redis-benchmark run
 CLI_TIMEOUT=10    # seconds, per redis-cli call
 
 # ---------------------------------------------------------------- processes
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/roomproxy-bench.XXXXXX")
-PIDS=()
-BENCH_PID=""
-cleanup() {
-  local rc=$? pid i
-  trap - EXIT INT TERM
-  if [ -n "$BENCH_PID" ]; then
-    kill -TERM "$BENCH_PID" 2>/dev/null || true
-    wait "$BENCH_PID" 2>/dev/null || true
-  fi
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "run.sh: pid $pid did not stop on SIGTERM within 5s; sending SIGKILL" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
-  if { [ "$rc" -ne 0 ] || [ -n "${KEEP_LOGS:-}" ]; } && [ -n "$(ls -A "$TMP")" ]; then
-    echo "run.sh: logs and raw results kept in $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-  python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
-}
-
-cli() { timeout "$CLI_TIMEOUT" redis-cli -h 127.0.0.1 "$@"; }
+SCRIPT=run.sh
+KEPT="logs and raw results"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # wait_ready NAME PID LOG EXPECT CMD...: waits up to 15 s until CMD prints a
 # line matching the regex EXPECT, and fails with the log's tail if NAME exits
@@ -347,9 +316,9 @@ bench_one() {
   # script at once (bash runs traps only between foreground commands).
   timeout "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" \
     -n "$REQUESTS" -P "$depth" -t set,get --csv -r 100000 >"$csv" 2>"$err" &
-  BENCH_PID=$!
-  wait "$BENCH_PID" || rc=$?
-  BENCH_PID=""
+  FG_PID=$!
+  wait "$FG_PID" || rc=$?
+  FG_PID=""
   if [ "$rc" -eq 124 ]; then echo "(killed by timeout after ${BENCH_TIMEOUT}s)" >>"$err"; fi
 
   cpu1=$(cpu_ticks "$pid")

@@ -23,15 +23,7 @@ func TestBlackholeRoomReads(t *testing.T) {
 	leakCheck(t)
 	var tp *toxiproxy.Proxy
 	const deadline = 500 * time.Millisecond
-	g := startOutageRigVia(t, deadline, func(addr string) string {
-		srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-		tp = toxiproxy.NewProxy(srv, "redis", "127.0.0.1:0", addr)
-		if err := tp.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(tp.Stop)
-		return tp.Listen
-	})
+	g := startOutageRigVia(t, deadline, viaToxiproxy(t, &tp))
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: g.p.Addr, PoolSize: 32, MaxRetries: -1, ReadTimeout: 20 * time.Second})
 	defer c.Close()
@@ -110,5 +102,19 @@ func TestBlackholeRoomReads(t *testing.T) {
 	}
 	if err := c.Set(ctx, "plain", "x", 0).Err(); err != nil {
 		t.Fatalf("a non-room write after the blackhole: %v", err)
+	}
+}
+
+// viaToxiproxy puts an in-process toxiproxy between the proxy and
+// redis-server (for startOutageRigVia) and hands it back in *tp.
+func viaToxiproxy(t *testing.T, tp **toxiproxy.Proxy) func(addr string) string {
+	return func(addr string) string {
+		srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+		*tp = toxiproxy.NewProxy(srv, "redis", "127.0.0.1:0", addr)
+		if err := (*tp).Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup((*tp).Stop)
+		return (*tp).Listen
 	}
 }

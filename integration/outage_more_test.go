@@ -10,10 +10,8 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/backend"
-	"github.com/rs/zerolog"
 )
 
 // TestFlappingUpstream: the link to the upstream goes down and up every
@@ -26,15 +24,7 @@ func TestFlappingUpstream(t *testing.T) {
 	}
 	leakCheck(t)
 	var tp *toxiproxy.Proxy
-	g := startOutageRigVia(t, 500*time.Millisecond, func(addr string) string {
-		srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-		tp = toxiproxy.NewProxy(srv, "redis", "127.0.0.1:0", addr)
-		if err := tp.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(tp.Stop)
-		return tp.Listen
-	})
+	g := startOutageRigVia(t, 500*time.Millisecond, viaToxiproxy(t, &tp))
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: g.p.Addr, PoolSize: 32, MaxRetries: -1, ReadTimeout: 20 * time.Second})
 	defer c.Close()

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -92,7 +91,7 @@ func TestRealPrometheusScrapes(t *testing.T) {
 	defer cancel()
 	prom := exec.CommandContext(pctx, "prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address=127.0.0.1:"+strconv.Itoa(port))
-	var plog lockedBuffer
+	var plog syncBuffer
 	prom.Stdout, prom.Stderr = &plog, &plog
 	if err := prom.Start(); err != nil {
 		t.Fatal(err)
@@ -112,24 +111,6 @@ func TestRealPrometheusScrapes(t *testing.T) {
 		}
 		t.Logf("%s = %v", q, v)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a process writes to while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // pollQuery asks Prometheus for an instant query until it returns a sample.

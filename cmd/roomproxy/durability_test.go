@@ -167,6 +167,17 @@ func (l *roomLoad) run(t *testing.T, addr string, started chan<- struct{}, stop 
 	wg.Wait()
 }
 
+// startRoomLoad runs a roomLoad of n rooms in the background once the rooms
+// exist; close stop to end it, done closes when it has.
+func startRoomLoad(t *testing.T, addr string, n int) (load *roomLoad, stop, done chan struct{}) {
+	load = &roomLoad{rooms: n}
+	started := make(chan struct{})
+	stop, done = make(chan struct{}), make(chan struct{})
+	go func() { defer close(done); load.run(t, addr, started, stop) }()
+	<-started
+	return load, stop, done
+}
+
 func durabilitySetup(t *testing.T) (*testredis.Server, *redis.Client, *fallback.Mongo, *running) {
 	if testing.Short() {
 		t.Skip("builds the binary, starts redis-server and FerretDB")
@@ -192,11 +203,7 @@ func durabilitySetup(t *testing.T) (*testredis.Server, *redis.Client, *fallback.
 // every room's last acknowledged value (SPEC 6.2, 11).
 func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 	_, direct, store, p := durabilitySetup(t)
-	load := &roomLoad{rooms: 20}
-	started, stop := make(chan struct{}), make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); load.run(t, p.addrs["roomproxy"], started, stop) }()
-	<-started
+	load, stop, done := startRoomLoad(t, p.addrs["roomproxy"], 20)
 	time.Sleep(1500 * time.Millisecond)
 	p.cmd.Process.Signal(os.Interrupt) // SIGINT drains like SIGTERM
 	<-done
@@ -238,11 +245,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 // Redis has and that of the last write acknowledged, and reports the worst.
 func TestKill9LossBound(t *testing.T) {
 	_, direct, store, p := durabilitySetup(t)
-	load := &roomLoad{rooms: 20}
-	started, stop := make(chan struct{}), make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); load.run(t, p.addrs["roomproxy"], started, stop) }()
-	<-started
+	load, stop, done := startRoomLoad(t, p.addrs["roomproxy"], 20)
 	time.Sleep(2 * time.Second)
 	p.cmd.Process.Kill()
 	killed := time.Now()

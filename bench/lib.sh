@@ -1,0 +1,44 @@
+# Shared by bench/run.sh and bench/roomload.sh (sourced, not run): a temp
+# dir, background processes stopped on exit (SIGTERM, then SIGKILL after
+# 5 s), free loopback ports and redis-cli with a timeout.
+#
+# Before sourcing, set SCRIPT (the script's name, for messages), KEPT (what
+# the temp dir holds, for the message when it is kept) and CLI_TIMEOUT.
+# Append background pids to PIDS; set FG_PID while a foreground load
+# (redis-benchmark, roomload) runs so that an interrupt stops it first.
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/roomproxy-${SCRIPT%.sh}.XXXXXX")
+PIDS=()
+FG_PID=""
+cleanup() {
+  local rc=$? pid i
+  trap - EXIT INT TERM
+  if [ -n "$FG_PID" ]; then
+    kill -TERM "$FG_PID" 2>/dev/null || true
+    wait "$FG_PID" 2>/dev/null || true
+  fi
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "$SCRIPT: pid $pid did not stop on SIGTERM within 5s; sending SIGKILL" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  if { [ "$rc" -ne 0 ] || [ -n "${KEEP_LOGS:-}" ]; } && [ -n "$(ls -A "$TMP")" ]; then
+    echo "$SCRIPT: $KEPT kept in $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+  python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+
+cli() { timeout "$CLI_TIMEOUT" redis-cli -h 127.0.0.1 "$@"; }
