@@ -340,6 +340,36 @@ function ioredisTests(v) {
     await c.del(k, h, n, bk);
   });
 
+  test(`${v.name}: rooms: debounced state writes, read-your-writes, lifecycle`, async (ctx) => {
+    const c = await ioredis(ctx, v);
+    const r = await ioredis(ctx, v); // another connection of the same proxy
+    const room = `room:e2e${randomBytes(4).toString("hex")}`;
+    const doc = (status, seq) => JSON.stringify({ status, seq });
+    assert.equal(await c.set(room, doc("active", 0)), "OK"); // creates the room: stored first
+    for (let i = 1; i <= 50; i++) {
+      assert.equal(await c.set(room, doc("active", i)), "OK"); // debounced
+      assert.equal(JSON.parse(await r.get(room)).seq, i, "the other connection reads the last write");
+    }
+    const players = `${room}:players`;
+    assert.equal(await c.hset(players, { p1: "1" }), 1);
+    assert.equal(await c.hset(players, { p1: "2", p2: "3" }), 1, "HSET counts new fields exactly while debounced");
+    assert.equal(await r.hget(players, "p1"), "2");
+    assert.deepEqual(await r.hgetall(players), { p1: "2", p2: "3" });
+    const p = c.pipeline();
+    p.set(room, doc("active", 51));
+    p.get(room);
+    p.incr(`${room}:n`);
+    p.get(room);
+    const res = await p.exec();
+    assert.deepEqual(res.map(([err, val]) => err ?? val), ["OK", doc("active", 51), 1, doc("active", 51)]);
+    const d = await direct(ctx);
+    await waitFor(async () => (await d.get(room)) === doc("active", 51), 5000, "the debounced write to reach redis-server");
+    assert.ok((await d.ttl(room)) > 3500, "the room's keys carry the active TTL");
+    assert.equal(await c.set(room, doc("completed", 52)), "OK"); // stored, then the room leaves Redis
+    assert.equal(await d.exists(room, players, `${room}:n`), 0);
+    assert.match(await c.info("debounce"), /debounce_coalesced_writes:[1-9]/);
+  });
+
   test(`${v.name}: pipeline of 100 mixed commands`, async (ctx) => {
     const c = await ioredis(ctx, v);
     const p = c.pipeline();
