@@ -110,6 +110,7 @@ type Debouncer struct {
 
 	coalesced, writeThrough, flushes, flushedKeys, flushErrors, overruns atomic.Int64
 	snapshots, snapshotErrors, maxAgeMs, pendingReads                    atomic.Int64
+	warned                                                               atomic.Int64 // unix ns of the last failure warning
 }
 
 type knownFields struct {
@@ -658,7 +659,11 @@ func (d *Debouncer) flushAndPersist(ctx context.Context, id string, always bool)
 	mu.Lock()
 	defer mu.Unlock()
 	if d.m.Degraded(id) {
-		return d.m.storeFlushLocked(ctx, id) // held writes go to the store instead
+		err := d.m.storeFlushLocked(ctx, id) // held writes go to the store instead
+		if err != nil {
+			d.retryLater(id, true) // once a window, not every tick
+		}
+		return err
 	}
 	persist := d.persistDue(id, d.m.now()) || always
 	if persist && !d.storedRoom(id) {
@@ -717,6 +722,7 @@ func (d *Debouncer) persistLocked(ctx context.Context, id string, covered int, k
 	room := fallback.Room{ID: id, Status: s.String(), Keys: keys, UpdatedAt: d.m.now()}
 	if err := d.m.put(ctx, &room); err != nil {
 		d.snapshotErrors.Add(1)
+		d.retryLater(id, false)
 		return err
 	}
 	d.snapshots.Add(1)
@@ -859,7 +865,11 @@ func (d *Debouncer) pass(ctx context.Context, all bool) int {
 	}
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
-		d.cfg.Logger.Warn("debounce: rooms not flushed or stored; they stay pending and are retried", "rooms", n)
+		// At most one line every 10 s: a pass runs every window/10.
+		if now := d.m.now(); now.Sub(time.Unix(0, d.warned.Load())) >= 10*time.Second {
+			d.warned.Store(now.UnixNano())
+			d.cfg.Logger.Warn("debounce: rooms not flushed or stored; they stay pending and are retried once a window", "rooms", n)
+		}
 	}
 	return int(failed.Load())
 }
@@ -1031,4 +1041,19 @@ func (d *Debouncer) dropHeld(id string, h heldWrites) {
 	}
 	r.lastFlush, r.persisted = now, now
 	d.takeWritesLocked(id, r, r.writes)
+}
+
+// retryLater makes a room whose flush to the store (flush) or snapshot
+// failed wait a window before the flusher tries again; its flushes to
+// Redis are not held back.
+func (d *Debouncer) retryLater(id string, flush bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r := d.rooms[id]; r != nil {
+		now := d.m.now()
+		r.persisted = now
+		if flush {
+			r.lastFlush = now
+		}
+	}
 }
