@@ -277,6 +277,11 @@ func TestDebounceOrderAndLifecycle(t *testing.T) {
 	if err := c.HGet(ctx, "room:ord:s", "f").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {
 		t.Fatalf("HGET on a pending string = %v, want WRONGTYPE", err)
 	}
+	// The first HSET of a key Redis holds as a string: Redis's own error.
+	direct.Set(ctx, "room:ord:wt", "x", 0)
+	if err := c.HSet(ctx, "room:ord:wt", "f", "v").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		t.Fatalf("HSET on a string = %v, want WRONGTYPE", err)
+	}
 	// SET with a client TTL shorter than the policy's keeps it.
 	c.Set(ctx, "room:ord:short", "v", 30*time.Second)
 	c.Set(ctx, "room:ord", stateDoc("active", 1), 0)

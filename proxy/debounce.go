@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -130,6 +131,9 @@ func (s *session) primeHash(args [][]byte) bool {
 	ctx, cancel := s.upstreamCtx()
 	added, fields, err := m.WriteHash(ctx, id, args[1], args[2:])
 	cancel()
+	if errors.Is(err, rooms.ErrReply) {
+		return false // WRONGTYPE and the like: forwarded as it is, Redis answers in its own words
+	}
 	if err != nil {
 		s.err(upstreamErrorText(err))
 		return true

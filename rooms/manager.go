@@ -97,6 +97,10 @@ var ErrMultiStateKeys = errors.New("write a room's state key (room:<id>) with it
 // stored document is updated on its own.
 var ErrMultiRooms = errors.New("delete the keys of one room per command")
 
+// ErrReply wraps an error reply from Redis (as opposed to a failed round
+// trip): the command reached Redis and Redis refused it.
+var ErrReply = errors.New("error reply")
+
 // ErrTooLarge refuses a write that would make a room's keys together larger
 // than ROOM_MAX_BYTES (SPEC 4.1); nothing is changed.
 var ErrTooLarge = errors.New("room document too large")
@@ -571,7 +575,7 @@ func reply(r batch.Reply) (value, error) {
 	}
 	v, err := parse(r.Raw)
 	if err == nil && v.kind == '-' {
-		err = errors.New(string(v.str))
+		err = fmt.Errorf("%w: %s", ErrReply, v.str)
 	}
 	return v, err
 }
