@@ -96,6 +96,9 @@ func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
 	}
 	// A lifecycle write goes to the store alone.
 	must(c.Set(ctx, "room:o2", stateDoc("completed", 2), 0).Err())
+	if v, err := c3.Do(ctx, "ROOM.GET", "o1").Result(); err != nil || v.(map[any]any)["source"] != "store" {
+		t.Fatalf("ROOM.GET during the outage = %#v, %v; want source store", v, err)
+	}
 	if err := c.Get(ctx, "plain").Err(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
 		t.Fatalf("GET of a non-room key during the outage = %v, want -TRYAGAIN", err)
 	}

@@ -101,7 +101,7 @@ func TestRoomLifecycle(t *testing.T) {
 	}
 	v, err := c.Do(ctx, "ROOM.GET", "r1").Result()
 	m, ok := v.(map[interface{}]interface{})
-	if err != nil || !ok || m["status"] != "completed" {
+	if err != nil || !ok || m["status"] != "completed" || m["source"] != "redis" || m["pending_keys"] != int64(0) {
 		t.Fatalf("ROOM.GET r1 = %#v, %v", v, err)
 	}
 

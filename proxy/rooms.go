@@ -204,7 +204,9 @@ func (s *session) roomsOff() bool {
 }
 
 // cmdRoomGet answers ROOM.GET id from the room store, with the TTL of the
-// room's state key in Redis.
+// room's state key in Redis, where the room's reads are served from now
+// (redis, or store during an outage and until its re-sync), and how many of
+// its keys have acknowledged writes the store does not have yet.
 func cmdRoomGet(s *session, args [][]byte) {
 	if s.roomsOff() {
 		return
@@ -231,7 +233,11 @@ func cmdRoomGet(s *session, args [][]byte) {
 		names = append(names, k)
 	}
 	sortStrings(names)
-	s.mapHeader(7)
+	source := "redis"
+	if m.Degradable() && m.Degraded(room.ID) {
+		source = "store"
+	}
+	s.mapHeader(8)
 	s.bulkString("id")
 	s.bulkString(room.ID)
 	s.bulkString("status")
@@ -243,7 +249,9 @@ func cmdRoomGet(s *session, args [][]byte) {
 	s.bulkString("updated_at_ms")
 	s.integer(room.UpdatedAt.UnixMilli())
 	s.bulkString("source")
-	s.bulkString("store")
+	s.bulkString(source)
+	s.bulkString("pending_keys")
+	s.integer(int64(m.Debouncer().HeldKeys(room.ID)))
 	s.bulkString("keys")
 	s.array(len(names))
 	for _, n := range names {

@@ -1057,3 +1057,17 @@ func (d *Debouncer) retryLater(id string, flush bool) {
 		}
 	}
 }
+
+// HeldKeys is how many keys of room id have acknowledged writes the store
+// does not have yet.
+func (d *Debouncer) HeldKeys(id string) int {
+	if !d.Enabled() {
+		return 0
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r := d.rooms[id]; r != nil {
+		return len(r.keys)
+	}
+	return 0
+}
