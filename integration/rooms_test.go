@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -385,5 +386,60 @@ func TestRoomTooLarge(t *testing.T) {
 	}
 	if n, _ := direct.Exists(ctx, "room:big:blob").Result(); n != 0 {
 		t.Fatal("the refused value reached Redis")
+	}
+}
+
+// countingStore counts the room store's reads.
+type countingStore struct {
+	fallback.Store
+	gets atomic.Int64
+}
+
+func (c *countingStore) Get(ctx context.Context, id string) (fallback.Room, bool, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, id)
+}
+
+// TestNilReadsDoNotHammerTheStore: nil reads of a room key (a missing hash
+// field, a key that never existed) look the room up in the store once, not
+// on every read; once the quiet time has passed, a key that really went
+// missing is read back again.
+func TestNilReadsDoNotHammerTheStore(t *testing.T) {
+	r := testredis.Start(t, testredis.Options{})
+	mdb := testmongo.Start(t)
+	ctx := context.Background()
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	mongo, err := fallback.OpenMongo(sctx, fallback.MongoConfig{URL: mdb.URL, DB: "nilreads", Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mongo.Close()
+	store := &countingStore{Store: mongo}
+	var skew atomic.Int64 // the manager's clock runs ahead by this much
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	p := startProxyWith(t, backend.Config{URL: r.URL()}, func(up *backend.Upstream) proxy.Config {
+		return proxy.Config{Rooms: rooms.New(policy.DefaultRules(), store, wiring.Exec(up), clock)}
+	})
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	c.Set(ctx, "room:nr", `{"status":"waiting"}`, 0)
+	c.HSet(ctx, "room:nr:players", "p1", "ada")
+	c.Set(ctx, "room:nr", `{"status":"active"}`, 0)
+	before := store.gets.Load()
+	for range 50 {
+		if err := c.HGet(ctx, "room:nr:players", "nobody").Err(); err != redis.Nil {
+			t.Fatalf("HGET of a missing field = %v", err)
+		}
+	}
+	if n := store.gets.Load() - before; n > 1 {
+		t.Fatalf("50 nil reads of one key read the store %d times, want at most 1", n)
+	}
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	direct.Del(ctx, "room:nr:players") // evicted
+	skew.Store(int64(6 * time.Second)) // past the quiet time
+	if v, err := c.HGet(ctx, "room:nr:players", "p1").Result(); err != nil || v != "ada" {
+		t.Fatalf("read-through after the eviction = %q, %v", v, err)
 	}
 }

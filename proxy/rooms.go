@@ -165,12 +165,13 @@ func (s *session) readThrough() {
 			continue
 		}
 		args := s.batch.Cmds[sl.fwd]
-		id, _, ok := policy.RoomOf(sl.spec.keys(args)[0], m.Rules.Prefix)
+		key := sl.spec.keys(args)[0]
+		id, _, ok := policy.RoomOf(key, m.Rules.Prefix)
 		if !ok {
 			continue
 		}
 		ctx, cancel := s.upstreamCtx()
-		n, err := m.Restore(ctx, string(id))
+		n, err := m.RestoreFor(ctx, string(id), string(key))
 		cancel()
 		if err != nil || n == 0 {
 			continue

@@ -42,9 +42,10 @@ type Manager struct {
 
 	locks [256]sync.Mutex // striped by room id: lifecycle writes of one room in order
 
-	mu        sync.Mutex // protects states and refreshed
+	mu        sync.Mutex // protects states, refreshed and quiet
 	states    map[string]policy.State
-	refreshed map[string]time.Time // when an active room's keys last had their TTL extended
+	refreshed map[string]time.Time            // when an active room's keys last had their TTL extended
+	quiet     map[string]map[string]time.Time // by room, keys not to restore on a nil read until then (RestoreFor)
 
 	flight singleflight.Group // one store read and restore per room at a time
 
@@ -76,7 +77,8 @@ func New(rules policy.Rules, store fallback.Store, exec Exec, now func() time.Ti
 	if now == nil {
 		now = time.Now
 	}
-	return &Manager{Rules: rules, store: store, exec: exec, now: now, states: map[string]policy.State{}, refreshed: map[string]time.Time{}}
+	return &Manager{Rules: rules, store: store, exec: exec, now: now, states: map[string]policy.State{},
+		refreshed: map[string]time.Time{}, quiet: map[string]map[string]time.Time{}}
 }
 
 // Store is the room store.
@@ -415,6 +417,9 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 // put stores room with the version after the stored one, retrying when
 // another writer stored a newer one meanwhile (the version guard).
 func (m *Manager) put(ctx context.Context, room *fallback.Room) error {
+	m.mu.Lock()
+	delete(m.quiet, room.ID) // the stored room changes: a nil read may find it again
+	m.mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		stored, _, err := m.store.Get(ctx, room.ID)
 		if err != nil {

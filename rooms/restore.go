@@ -48,6 +48,40 @@ func (m *Manager) Restore(ctx context.Context, id string) (int, error) {
 	return n, err
 }
 
+// RestoreFor is Restore for a nil read of key. After a restore that wrote
+// nothing, a nil read of the same key does not look the room up in the
+// store again for quietRestore (unless this process stores the room
+// meanwhile): such reads are mostly missing hash fields or keys that never
+// existed, and each lookup costs a store read and a script call per stored
+// key. The price: that key, evicted from Redis within that time, reads as
+// missing until it passes.
+func (m *Manager) RestoreFor(ctx context.Context, id, key string) (int, error) {
+	now := m.now()
+	m.mu.Lock()
+	until, quiet := m.quiet[id][key]
+	m.mu.Unlock()
+	if quiet && now.Before(until) {
+		return 0, nil
+	}
+	n, err := m.Restore(ctx, id)
+	if err == nil && n == 0 {
+		m.mu.Lock()
+		if m.quiet[id] == nil {
+			if len(m.quiet) > 1<<16 {
+				clear(m.quiet) // bounded
+			}
+			m.quiet[id] = map[string]time.Time{}
+		}
+		m.quiet[id][key] = now.Add(quietRestore)
+		m.mu.Unlock()
+	}
+	return n, err
+}
+
+// quietRestore is how long a key whose restore wrote nothing is not looked
+// up in the store again on a nil read.
+const quietRestore = 5 * time.Second
+
 func (m *Manager) restore(ctx context.Context, id string) (int, error) {
 	room, found, err := m.store.Get(ctx, id)
 	if err != nil {
