@@ -949,12 +949,17 @@ func (m *Manager) WriteHash(ctx context.Context, room string, key []byte, fv [][
 	return v.items[0].num, fields, nil
 }
 
-// roomTTL is the TTL the room's keys get now (a completed room's late keys
-// get the waiting TTL: they must not live for ever).
+// roomTTL is the TTL the room's keys get now, from its cached state.
 func (m *Manager) roomTTL(id string) time.Duration {
 	m.mu.Lock()
 	s := m.states[id]
 	m.mu.Unlock()
+	return m.ttlOf(s)
+}
+
+// ttlOf is the TTL of a room's keys in state s. A completed room's late keys
+// get the waiting TTL: they must not live for ever.
+func (m *Manager) ttlOf(s policy.State) time.Duration {
 	ttl, keep := m.Rules.TTL(s)
 	if !keep {
 		ttl = m.Rules.TTLWaiting

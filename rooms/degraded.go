@@ -132,51 +132,22 @@ return out
 // loadCmds are the commands that put a room's keys into the scratch server.
 func loadCmds(keys map[string]fallback.Value) [][][]byte {
 	cmds := [][][]byte{{[]byte("FLUSHALL")}}
-	for _, name := range slices.Sorted(mapsKeys(keys)) {
+	for _, name := range slices.Sorted(maps.Keys(keys)) {
 		v := keys[name]
-		k := []byte(name)
-		switch v.Type {
-		case fallback.TypeString:
-			cmds = append(cmds, [][]byte{[]byte("SET"), k, v.String})
-		case fallback.TypeHash:
-			if len(v.Hash) == 0 {
-				continue
-			}
-			c := [][]byte{[]byte("HSET"), k}
-			for _, f := range slices.Sorted(mapsKeys(v.Hash)) {
-				c = append(c, []byte(f), v.Hash[f])
-			}
-			cmds = append(cmds, c)
-		case fallback.TypeSet:
-			if len(v.Set) > 0 {
-				cmds = append(cmds, append([][]byte{[]byte("SADD"), k}, v.Set...))
-			}
-		case fallback.TypeList:
-			if len(v.List) > 0 {
-				cmds = append(cmds, append([][]byte{[]byte("RPUSH"), k}, v.List...))
-			}
-		case fallback.TypeZSet:
-			if len(v.ZSet) == 0 {
-				continue
-			}
-			c := [][]byte{[]byte("ZADD"), k}
-			for _, z := range v.ZSet {
-				c = append(c, []byte(strconv.FormatFloat(z.Score, 'g', -1, 64)), z.Member)
-			}
-			cmds = append(cmds, c)
+		write, ok := writeCommand[v.Type]
+		vals := valueArgs(v)
+		if !ok || len(vals) == 0 {
+			continue
 		}
+		cmds = append(cmds, append([][]byte{[]byte(write), []byte(name)}, vals...))
 	}
 	return cmds
 }
 
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
+// writeCommand writes valueArgs of each type.
+var writeCommand = map[string]string{
+	fallback.TypeString: "SET", fallback.TypeHash: "HSET", fallback.TypeSet: "SADD",
+	fallback.TypeList: "RPUSH", fallback.TypeZSet: "ZADD",
 }
 
 // roomOfKeys returns the one room all keys belong to.
@@ -371,7 +342,7 @@ return #KEYS - 1
 
 // resyncCmd builds the write back of one stored room.
 func (m *Manager) resyncCmd(room fallback.Room, found bool) [][]byte {
-	names := slices.Sorted(mapsKeys(room.Keys))
+	names := slices.Sorted(maps.Keys(room.Keys))
 	cmd := [][]byte{[]byte("EVAL"), []byte(resyncScript), strconv.AppendInt(nil, int64(len(names)+1), 10), []byte(IndexKey(room.ID))}
 	for _, n := range names {
 		cmd = append(cmd, []byte(n))
@@ -384,23 +355,7 @@ func (m *Manager) resyncCmd(room fallback.Room, found bool) [][]byte {
 	cmd = append(cmd, seconds(ttl))
 	for _, n := range names {
 		v := room.Keys[n]
-		var vals [][]byte
-		switch v.Type {
-		case fallback.TypeString:
-			vals = [][]byte{v.String}
-		case fallback.TypeHash:
-			for _, f := range slices.Sorted(mapsKeys(v.Hash)) {
-				vals = append(vals, []byte(f), v.Hash[f])
-			}
-		case fallback.TypeSet:
-			vals = v.Set
-		case fallback.TypeList:
-			vals = v.List
-		case fallback.TypeZSet:
-			for _, z := range v.ZSet {
-				vals = append(vals, []byte(strconv.FormatFloat(z.Score, 'g', -1, 64)), z.Member)
-			}
-		}
+		vals := valueArgs(v)
 		cmd = append(cmd, []byte(v.Type), strconv.AppendInt(nil, int64(len(vals)), 10))
 		cmd = append(cmd, vals...)
 	}
@@ -417,7 +372,7 @@ func (m *Manager) Resync(ctx context.Context, perSecond int, log *slog.Logger) i
 		return 0
 	}
 	m.deg.mu.Lock()
-	ids := slices.Sorted(mapsKeys(m.deg.dirty))
+	ids := slices.Sorted(maps.Keys(m.deg.dirty))
 	m.deg.mu.Unlock()
 	if len(ids) == 0 {
 		return 0

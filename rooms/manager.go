@@ -305,12 +305,7 @@ func (m *Manager) TTLFor(ctx context.Context, keys [][]byte, own bool) [][][]byt
 			continue
 		}
 		s, _, _ := m.state(ctx, string(id)) // store down: the waiting TTL, the shorter one
-		ttl, keep := m.Rules.TTL(s)
-		if !keep {
-			// A late write to a completed room: it must not live for ever.
-			ttl = m.Rules.TTLWaiting
-		}
-		secs := seconds(ttl)
+		secs := seconds(m.ttlOf(s))
 		idx := []byte(IndexKey(string(id)))
 		after = append(after, [][]byte{[]byte("SADD"), idx, k}, [][]byte{[]byte("EXPIRE"), idx, secs})
 		if !own {

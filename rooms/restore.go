@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -100,26 +102,11 @@ func (m *Manager) restore(ctx context.Context, id string) (int, error) {
 	idx := []byte(IndexKey(id))
 	var cmds [][][]byte
 	for name, v := range room.Keys {
-		cmd := [][]byte{[]byte("EVAL"), []byte(restoreScript), []byte("1"), []byte(name), []byte(v.Type), secs}
-		switch v.Type {
-		case fallback.TypeString:
-			cmd = append(cmd, v.String)
-		case fallback.TypeHash:
-			for f, val := range v.Hash {
-				cmd = append(cmd, []byte(f), val)
-			}
-		case fallback.TypeSet:
-			cmd = append(cmd, v.Set...)
-		case fallback.TypeList:
-			cmd = append(cmd, v.List...)
-		case fallback.TypeZSet:
-			for _, z := range v.ZSet {
-				cmd = append(cmd, []byte(strconv.FormatFloat(z.Score, 'g', -1, 64)), z.Member)
-			}
-		}
-		if len(cmd) == 6 {
+		vals := valueArgs(v)
+		if len(vals) == 0 {
 			continue // an empty collection does not exist in Redis
 		}
+		cmd := append([][]byte{[]byte("EVAL"), []byte(restoreScript), []byte("1"), []byte(name), []byte(v.Type), secs}, vals...)
 		cmds = append(cmds, cmd, [][]byte{[]byte("SADD"), idx, []byte(name)})
 	}
 	cmds = append(cmds, [][]byte{[]byte("EXPIRE"), idx, secs})
@@ -172,4 +159,32 @@ func (m *Manager) WarmUp(ctx context.Context, perSecond int, log *slog.Logger) {
 		}
 	}
 	log.Info("room warm-up done", "rooms_in_store", len(list), "rooms_restored", rooms, "keys_restored", keys)
+}
+
+// valueArgs is a stored key's content as the arguments of the command that
+// writes it: the string; hash fields and values (fields in order); set
+// members; list items; sorted-set scores and members. An empty collection
+// has none.
+func valueArgs(v fallback.Value) [][]byte {
+	switch v.Type {
+	case fallback.TypeString:
+		return [][]byte{v.String}
+	case fallback.TypeHash:
+		out := make([][]byte, 0, 2*len(v.Hash))
+		for _, f := range slices.Sorted(maps.Keys(v.Hash)) {
+			out = append(out, []byte(f), v.Hash[f])
+		}
+		return out
+	case fallback.TypeSet:
+		return v.Set
+	case fallback.TypeList:
+		return v.List
+	case fallback.TypeZSet:
+		out := make([][]byte, 0, 2*len(v.ZSet))
+		for _, z := range v.ZSet {
+			out = append(out, []byte(strconv.FormatFloat(z.Score, 'g', -1, 64)), z.Member)
+		}
+		return out
+	}
+	return nil
 }
