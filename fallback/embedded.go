@@ -85,6 +85,31 @@ func (e *Embedded) Get(ctx context.Context, id string) (Room, bool, error) {
 
 // List scans the store in id order.
 func (e *Embedded) List(ctx context.Context, statuses []string, limit int) ([]Room, error) {
+	out, err := e.scan(ctx, limit, func(head roomHead) bool { return slices.Contains(statuses, head.Status) })
+	if err != nil {
+		return nil, fmt.Errorf("list rooms: %w", err)
+	}
+	return out, nil
+}
+
+// ListDirty scans the store for rooms marked dirty.
+func (e *Embedded) ListDirty(ctx context.Context) ([]Room, error) {
+	out, err := e.scan(ctx, 0, func(head roomHead) bool { return head.Dirty })
+	if err != nil {
+		return nil, fmt.Errorf("list dirty rooms: %w", err)
+	}
+	return out, nil
+}
+
+// roomHead is the part of a stored room scan filters on, decoded first.
+type roomHead struct {
+	Status string
+	Dirty  bool
+}
+
+// scan returns, in id order, up to limit (0: all) rooms whose head keep
+// accepts.
+func (e *Embedded) scan(ctx context.Context, limit int, keep func(roomHead) bool) ([]Room, error) {
 	var out []Room
 	err := e.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(roomsBucket).Cursor()
@@ -92,11 +117,11 @@ func (e *Embedded) List(ctx context.Context, statuses []string, limit int) ([]Ro
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var head struct{ Status string }
+			var head roomHead
 			if err := json.Unmarshal(v, &head); err != nil {
 				return err
 			}
-			if !slices.Contains(statuses, head.Status) {
+			if !keep(head) {
 				continue
 			}
 			var room Room
@@ -110,36 +135,7 @@ func (e *Embedded) List(ctx context.Context, statuses []string, limit int) ([]Ro
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("list rooms: %w", err)
-	}
-	return out, nil
-}
-
-// ListDirty scans the store for rooms marked dirty.
-func (e *Embedded) ListDirty(ctx context.Context) ([]Room, error) {
-	var out []Room
-	err := e.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(roomsBucket).ForEach(func(_, v []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var head struct{ Dirty bool }
-			if err := json.Unmarshal(v, &head); err != nil || !head.Dirty {
-				return err
-			}
-			var room Room
-			if err := json.Unmarshal(v, &room); err != nil {
-				return err
-			}
-			out = append(out, room)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list dirty rooms: %w", err)
-	}
-	return out, nil
+	return out, err
 }
 
 // Expire deletes rooms completed before the cutoff.

@@ -169,41 +169,35 @@ func (m *Mongo) List(ctx context.Context, statuses []string, limit int) ([]Room,
 	if limit > 0 {
 		opts.SetLimit(int64(limit))
 	}
-	cur, err := m.rooms.Find(ctx, bson.D{{Key: "status", Value: bson.D{{Key: "$in", Value: statuses}}}}, opts)
+	out, err := m.find(ctx, bson.D{{Key: "status", Value: bson.D{{Key: "$in", Value: statuses}}}}, opts)
 	if err != nil {
-		return nil, fmt.Errorf("list rooms: %w", err)
-	}
-	defer cur.Close(ctx)
-	var out []Room
-	for cur.Next(ctx) {
-		var doc mongoRoom
-		if err := cur.Decode(&doc); err != nil {
-			return nil, fmt.Errorf("list rooms: %w", err)
-		}
-		out = append(out, fromMongo(doc))
-	}
-	if err := cur.Err(); err != nil {
 		return nil, fmt.Errorf("list rooms: %w", err)
 	}
 	return out, nil
 }
 
-// ListDirty returns the rooms marked dirty.
-func (m *Mongo) ListDirty(ctx context.Context) ([]Room, error) {
-	cur, err := m.rooms.Find(ctx, bson.D{{Key: "dirty", Value: true}}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+// find returns the rooms filter matches.
+func (m *Mongo) find(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]Room, error) {
+	cur, err := m.rooms.Find(ctx, filter, opts)
 	if err != nil {
-		return nil, fmt.Errorf("list dirty rooms: %w", err)
+		return nil, err
 	}
 	defer cur.Close(ctx)
 	var out []Room
 	for cur.Next(ctx) {
 		var doc mongoRoom
 		if err := cur.Decode(&doc); err != nil {
-			return nil, fmt.Errorf("list dirty rooms: %w", err)
+			return nil, err
 		}
 		out = append(out, fromMongo(doc))
 	}
-	if err := cur.Err(); err != nil {
+	return out, cur.Err()
+}
+
+// ListDirty returns the rooms marked dirty.
+func (m *Mongo) ListDirty(ctx context.Context) ([]Room, error) {
+	out, err := m.find(ctx, bson.D{{Key: "dirty", Value: true}}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
 		return nil, fmt.Errorf("list dirty rooms: %w", err)
 	}
 	return out, nil
