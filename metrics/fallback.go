@@ -17,17 +17,15 @@ type FallbackStats struct {
 // RegisterFallback exports them, read from fn at scrape time.
 func (m *Metrics) RegisterFallback(fn func() FallbackStats) {
 	c := func(name, help string, v func(FallbackStats) int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help},
-			func() float64 { return float64(v(fn())) })
+		return counterOf(fn, name, help, v)
 	}
 	m.reg.MustRegister(
 		c("fallback_reads_total", "Room reads answered from the room store while the upstream was unavailable or the room not yet re-synced.", func(s FallbackStats) int64 { return s.Reads }),
 		c("fallback_writes_total", "Room writes applied to the room store while the upstream was unavailable or the room not yet re-synced.", func(s FallbackStats) int64 { return s.Writes }),
 		c("fallback_errors_total", "Room commands the room store could not serve during an outage.", func(s FallbackStats) int64 { return s.Errors }),
 		c("resync_rooms_total", "Rooms written back to Redis from the room store after an outage.", func(s FallbackStats) int64 { return s.Resynced }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "dirty_rooms",
-			Help: "Rooms written during an outage and not yet written back to Redis (served from the room store meanwhile)."},
-			func() float64 { return float64(fn().Dirty) }),
+		gaugeOf(fn, "dirty_rooms", "Rooms written during an outage and not yet written back to Redis (served from the room store meanwhile).",
+			func(s FallbackStats) int64 { return s.Dirty }),
 	)
 }
 

@@ -173,11 +173,24 @@ type RoomStats struct {
 	LifecycleWrites, StoreErrors, RoomsRestored, KeysRestored int64
 }
 
+// counterOf exports one counter of a stats snapshot that fn reads at
+// scrape time.
+func counterOf[S any](fn func() S, name, help string, v func(S) int64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help},
+		func() float64 { return float64(v(fn())) })
+}
+
+// gaugeOf exports one gauge of a stats snapshot that fn reads at scrape
+// time.
+func gaugeOf[S any](fn func() S, name, help string, v func(S) int64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help},
+		func() float64 { return float64(v(fn())) })
+}
+
 // RegisterRooms exports the room manager's counters, read from fn at scrape time.
 func (m *Metrics) RegisterRooms(fn func() RoomStats) {
 	c := func(name, help string, v func(RoomStats) int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help},
-			func() float64 { return float64(v(fn())) })
+		return counterOf(fn, name, help, v)
 	}
 	m.reg.MustRegister(
 		c("room_lifecycle_writes_total", "Lifecycle writes (room created, status changed, keys deleted) stored in the room store before Redis.", func(s RoomStats) int64 { return s.LifecycleWrites }),
@@ -199,12 +212,10 @@ type DebounceStats struct {
 // at scrape time.
 func (m *Metrics) RegisterDebounce(fn func() DebounceStats) {
 	c := func(name, help string, v func(DebounceStats) int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help},
-			func() float64 { return float64(v(fn())) })
+		return counterOf(fn, name, help, v)
 	}
 	g := func(name, help string, v func(DebounceStats) int64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help},
-			func() float64 { return float64(v(fn())) })
+		return gaugeOf(fn, name, help, v)
 	}
 	m.reg.MustRegister(
 		c("debounce_coalesced_writes_total", "State writes acknowledged at once and held for the next flush.", func(s DebounceStats) int64 { return s.Coalesced }),
