@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/backend"
 	"github.com/roomproxy/roomproxy/fallback"
-	"github.com/roomproxy/roomproxy/internal/testmongo"
 	"github.com/roomproxy/roomproxy/internal/testredis"
 	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/policy"
@@ -25,14 +24,7 @@ import (
 func debounceSetup(t *testing.T, cfg rooms.DebounceConfig) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *rooms.Debouncer) {
 	t.Helper()
 	r := testredis.Start(t, testredis.Options{})
-	mdb := testmongo.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	store, err := fallback.OpenMongo(ctx, fallback.MongoConfig{URL: mdb.URL, DB: "debounce_it", Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store, _ := startStore(t, "debounce_it", 5*time.Second)
 	var d *rooms.Debouncer
 	p := startProxyWith(t, backend.Config{URL: r.URL()}, func(up *backend.Upstream) proxy.Config {
 		m := rooms.New(policy.DefaultRules(), store, wiring.Exec(up), nil)

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/roomproxy/roomproxy/backend"
+	"github.com/roomproxy/roomproxy/fallback"
 	"github.com/roomproxy/roomproxy/internal/resptest"
+	"github.com/roomproxy/roomproxy/internal/testmongo"
 	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/proxy"
 	"go.uber.org/goleak"
@@ -69,4 +71,20 @@ func encode(args ...string) string { return resptest.Encode(args...) }
 func leakCheck(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+}
+
+// startStore starts a MongoDB-wire server (FerretDB) and opens the room
+// store on database db with the given operation timeout; both end with the
+// test.
+func startStore(t *testing.T, db string, timeout time.Duration) (*fallback.Mongo, *testmongo.Server) {
+	t.Helper()
+	mdb := testmongo.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	store, err := fallback.OpenMongo(ctx, fallback.MongoConfig{URL: mdb.URL, DB: db, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store, mdb
 }

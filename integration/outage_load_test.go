@@ -48,15 +48,7 @@ func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string
 	if via != nil {
 		url = "redis://" + via(g.r.Addr)
 	}
-	g.mdb = testmongo.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	var err error
-	g.store, err = fallback.OpenMongo(ctx, fallback.MongoConfig{URL: g.mdb.URL, DB: "outage_load", Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.store.Close() })
+	g.store, g.mdb = startStore(t, "outage_load", 2*time.Second)
 	scratch, err := backend.NewScratch()
 	if err != nil {
 		t.Fatal(err)

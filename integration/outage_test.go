@@ -10,8 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/backend"
-	"github.com/roomproxy/roomproxy/fallback"
-	"github.com/roomproxy/roomproxy/internal/testmongo"
 	"github.com/roomproxy/roomproxy/internal/testredis"
 	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/policy"
@@ -28,15 +26,8 @@ import (
 func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
 	leakCheck(t)
 	r := testredis.Start(t, testredis.Options{})
-	mdb := testmongo.Start(t)
+	store, _ := startStore(t, "outage_it", 5*time.Second)
 	ctx := context.Background()
-	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	store, err := fallback.OpenMongo(sctx, fallback.MongoConfig{URL: mdb.URL, DB: "outage_it", Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	scratch, err := backend.NewScratch()
 	if err != nil {
 		t.Fatal(err)

@@ -35,14 +35,7 @@ func roomsSetupTimeout(t *testing.T, storeTimeout time.Duration) (*proxyUnderTes
 func roomsSetupClock(t *testing.T, storeTimeout time.Duration, now func() time.Time) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
 	t.Helper()
 	r := testredis.Start(t, testredis.Options{})
-	mdb := testmongo.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	store, err := fallback.OpenMongo(ctx, fallback.MongoConfig{URL: mdb.URL, DB: "rooms_it", Timeout: storeTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store, mdb := startStore(t, "rooms_it", storeTimeout)
 	p := startProxyWith(t, backend.Config{URL: r.URL()}, func(up *backend.Upstream) proxy.Config {
 		return proxy.Config{Rooms: rooms.New(policy.DefaultRules(), store, wiring.Exec(up), now)}
 	})
@@ -406,15 +399,8 @@ func (c *countingStore) Get(ctx context.Context, id string) (fallback.Room, bool
 // missing is read back again.
 func TestNilReadsDoNotHammerTheStore(t *testing.T) {
 	r := testredis.Start(t, testredis.Options{})
-	mdb := testmongo.Start(t)
+	mongo, _ := startStore(t, "nilreads", 3*time.Second)
 	ctx := context.Background()
-	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	mongo, err := fallback.OpenMongo(sctx, fallback.MongoConfig{URL: mdb.URL, DB: "nilreads", Timeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mongo.Close()
 	store := &countingStore{Store: mongo}
 	var skew atomic.Int64 // the manager's clock runs ahead by this much
 	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
