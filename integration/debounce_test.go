@@ -269,6 +269,16 @@ func TestDebounceOrderAndLifecycle(t *testing.T) {
 	if err := c.HGet(ctx, "room:ord:s", "f").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {
 		t.Fatalf("HGET on a pending string = %v, want WRONGTYPE", err)
 	}
+	// WATCH of a key with a pending write flushes it first.
+	c.Set(ctx, "room:ord:w", "pending", 0)
+	if err := c.Watch(ctx, func(tx *redis.Tx) error {
+		if v, _ := direct.Get(ctx, "room:ord:w").Result(); v != "pending" {
+			t.Errorf("under WATCH redis-server holds %q, want the pending write", v)
+		}
+		return nil
+	}, "room:ord:w"); err != nil {
+		t.Fatal(err)
+	}
 	// The first HSET of a key Redis holds as a string: Redis's own error.
 	direct.Set(ctx, "room:ord:wt", "x", 0)
 	if err := c.HSet(ctx, "room:ord:wt", "f", "v").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {

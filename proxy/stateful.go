@@ -193,7 +193,7 @@ func cmdWatch(s *session, args [][]byte) {
 		s.err("ERR WATCH inside MULTI is not allowed")
 		return
 	}
-	if s.srv.cfg.Rooms != nil && !s.settleCmds([][][]byte{append([][]byte{[]byte("EXISTS")}, args[1:]...)}) {
+	if s.srv.cfg.Rooms != nil && !s.settle(args[1:], false) { // WATCH sees this proxy's pending writes
 		return
 	}
 	if !s.pin() {
