@@ -834,24 +834,19 @@ func (d *Debouncer) pass(ctx context.Context, all bool) int {
 	}
 	var failed atomic.Int64
 	work := make(chan func(), len(flush)+len(persist))
-	for _, id := range flush {
-		work <- func() {
-			opCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if err := d.flushDue(opCtx, id); err != nil {
-				failed.Add(1)
+	queue := func(ids []string, limit time.Duration, do func(context.Context, string) error) {
+		for _, id := range ids {
+			work <- func() {
+				opCtx, cancel := context.WithTimeout(ctx, limit)
+				defer cancel()
+				if err := do(opCtx, id); err != nil {
+					failed.Add(1)
+				}
 			}
 		}
 	}
-	for _, id := range persist {
-		work <- func() {
-			opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if err := d.PersistRoom(opCtx, id); err != nil {
-				failed.Add(1)
-			}
-		}
-	}
+	queue(flush, 5*time.Second, d.flushDue)
+	queue(persist, 10*time.Second, d.PersistRoom)
 	close(work)
 	var wg sync.WaitGroup
 	for range min(flushWorkers, len(flush)+len(persist)) {
