@@ -456,23 +456,30 @@ func (r *runner) playRoom(loadCtx, ctx context.Context, rm *room) {
 		<-loadCtx.Done()
 		return
 	}
-	interval := max(time.Duration(float64(time.Second)/r.cfg.Writes), time.Microsecond)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-loadCtx.Done():
-			return
-		case <-t.C:
-		}
-		if loadCtx.Err() != nil {
-			return
-		}
+	every(loadCtx, time.Duration(float64(time.Second)/r.cfg.Writes), func(int) {
 		if r.cfg.Players > 0 && rm.rng.IntN(4) == 0 {
 			r.setPlayer(ctx, rm, rm.rng.IntN(r.cfg.Players))
 		} else {
 			r.setState(ctx, rm, "active", false)
 		}
+	})
+}
+
+// every calls fn(0), fn(1), ... once per interval (at least 1 µs) until ctx
+// ends; a tick missed because fn was slow is skipped, not made up.
+func every(ctx context.Context, interval time.Duration, fn func(k int)) {
+	t := time.NewTicker(max(interval, time.Microsecond))
+	defer t.Stop()
+	for k := 0; ; k++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		fn(k)
 	}
 }
 
@@ -547,19 +554,7 @@ func (r *runner) readLoop(loadCtx, ctx context.Context, i int) {
 	if !sleep(loadCtx, time.Duration(rng.Int64N(int64(interval)))) {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for k := 0; ; k++ {
-		select {
-		case <-loadCtx.Done():
-			return
-		case <-t.C:
-		}
-		if loadCtx.Err() != nil {
-			return
-		}
-		r.read(ctx, mine[k%len(mine)], rng)
-	}
+	every(loadCtx, interval, func(k int) { r.read(ctx, mine[k%len(mine)], rng) })
 }
 
 // read sends GET key (two reads in three) or HGET playersKey p<n>, and
