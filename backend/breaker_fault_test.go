@@ -47,6 +47,25 @@ func startToxiproxy(t *testing.T, addr string) *toxiproxy.Proxy {
 	return p
 }
 
+// startToxicLoad is redis-server behind an in-process toxiproxy, an
+// Upstream through it with the given deadline, a watcher of its breaker,
+// and a load of 20 clients that is already flowing; all end with the test.
+func startToxicLoad(t *testing.T, timeout time.Duration) (*toxiproxy.Proxy, *Upstream, *watch, *load) {
+	t.Helper()
+	r := testredis.Start(t, testredis.Options{})
+	p := startToxiproxy(t, r.Addr)
+	up, err := New(Config{URL: "redis://" + p.Listen, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	w := watchBreaker(up)
+	l := startLoad(up, 20)
+	t.Cleanup(l.halt)
+	eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+	return p, up, w, l
+}
+
 func addToxic(t *testing.T, p *toxiproxy.Proxy, name, typ, stream string, attrs string) {
 	t.Helper()
 	js := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, name, typ, stream, attrs)
@@ -273,18 +292,8 @@ func TestBreakerRedisKilled(t *testing.T) {
 // return at once. Once the link is back the probe closes it.
 func TestBreakerBlackhole(t *testing.T) {
 	leakCheck(t)
-	r := testredis.Start(t, testredis.Options{})
-	p := startToxiproxy(t, r.Addr)
 	const deadline = 500 * time.Millisecond
-	up, err := New(Config{URL: "redis://" + p.Listen, Timeout: deadline})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	w := watchBreaker(up)
-	l := startLoad(up, 20)
-	defer l.halt()
-	eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+	p, up, w, l := startToxicLoad(t, deadline)
 	l.longest.Store(0)
 
 	holed := time.Now()
@@ -320,17 +329,7 @@ func TestBreakerBlackhole(t *testing.T) {
 // as it carries data; the breaker opens, and closes once resets stop.
 func TestBreakerResetPeer(t *testing.T) {
 	leakCheck(t)
-	r := testredis.Start(t, testredis.Options{})
-	p := startToxiproxy(t, r.Addr)
-	up, err := New(Config{URL: "redis://" + p.Listen, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	w := watchBreaker(up)
-	l := startLoad(up, 20)
-	defer l.halt()
-	eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+	p, _, w, l := startToxicLoad(t, time.Second)
 	reset := time.Now()
 	addToxic(t, p, "rst", "reset_peer", "upstream", `{"timeout":0}`)
 	open := w.first(t, BreakerOpen, 5*time.Second)
@@ -368,17 +367,7 @@ func TestBreakerLatency(t *testing.T) {
 	})
 	t.Run("above", func(t *testing.T) {
 		leakCheck(t)
-		r := testredis.Start(t, testredis.Options{})
-		p := startToxiproxy(t, r.Addr)
-		up, err := New(Config{URL: "redis://" + p.Listen, Timeout: 500 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer up.Close()
-		w := watchBreaker(up)
-		l := startLoad(up, 20)
-		defer l.halt()
-		eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+		p, _, w, _ := startToxicLoad(t, 500*time.Millisecond)
 		slow := time.Now()
 		addToxic(t, p, "slow", "latency", "downstream", `{"latency":1500}`)
 		open := w.first(t, BreakerOpen, 5*time.Second)
