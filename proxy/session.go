@@ -367,7 +367,7 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 		}
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
 		sl.roomRead = f&FlagRead != 0 && sp.First == sp.Last
-		sl.roomCmd = s.srv.cfg.Rooms.Degradable()
+		sl.roomCmd = true
 	default:
 		sl.fwd = int32(s.batch.Add(args, f&FlagRead != 0))
 	}
