@@ -45,6 +45,34 @@ func TestMongoContract(t *testing.T) {
 	})
 }
 
+// TestMongoReopens: a restarted proxy opens the store again over existing
+// indexes and finds its rooms (FerretDB drops the connection on a
+// CreateMany of indexes that exist, which once stopped every restart).
+func TestMongoReopens(t *testing.T) {
+	srv := testmongo.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 3 {
+		s, err := OpenMongo(ctx, MongoConfig{URL: srv.URL, DB: "reopen", Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		if i == 0 {
+			err = s.Put(ctx, sample("kept", 1, "active"))
+		} else {
+			_, found, gerr := s.Get(ctx, "kept")
+			if !found && gerr == nil {
+				gerr = errors.New("room not found")
+			}
+			err = gerr
+		}
+		s.Close()
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+	}
+}
+
 func sample(id string, version int64, status string) Room {
 	return Room{
 		ID: id, Status: status, Version: version,

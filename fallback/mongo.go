@@ -93,12 +93,13 @@ func OpenMongo(ctx context.Context, cfg MongoConfig) (*Mongo, error) {
 		return nil, fmt.Errorf("connect to MongoDB: %w", err)
 	}
 	// status for List; dirty for ListDirty at every start, which must not
-	// scan a week of completed rooms.
-	if _, err := m.rooms.Indexes().CreateMany(ctx, []mongo.IndexModel{
-		{Keys: bson.D{{Key: "status", Value: 1}}}, {Keys: bson.D{{Key: "dirty", Value: 1}}},
-	}); err != nil {
-		client.Disconnect(context.Background())
-		return nil, fmt.Errorf("create status and dirty indexes: %w", err)
+	// scan a week of completed rooms. One call each: FerretDB drops the
+	// connection on a CreateMany whose indexes exist already (a restart).
+	for _, field := range []string{"status", "dirty"} {
+		if _, err := m.rooms.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: field, Value: 1}}}); err != nil {
+			client.Disconnect(context.Background())
+			return nil, fmt.Errorf("create %s index: %w", field, err)
+		}
 	}
 	// The TTL index in a call of its own: a batch holding an unsupported TTL
 	// index creates nothing on FerretDB.
