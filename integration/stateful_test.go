@@ -176,11 +176,38 @@ func TestPubSub(t *testing.T) {
 	}
 	// Raw bytes against redis-server, RESP2 subscriber mode and RESP3 pushes.
 	direct := testredis.Start(t, testredis.Options{})
-	for _, seq := range [][][]string{
+	seqs := [][][]string{
 		{{"SUBSCRIBE", "a", "b"}, {"GET", "x"}, {"PING"}, {"PING", "hi"}, {"PSUBSCRIBE", "p*"},
 			{"UNSUBSCRIBE", "a"}, {"PUNSUBSCRIBE"}, {"UNSUBSCRIBE"}, {"UNSUBSCRIBE"}, {"GET", "x"}},
 		{{"HELLO", "3"}, {"SUBSCRIBE", "a"}, {"GET", "x"}, {"PING"}, {"UNSUBSCRIBE"}, {"UNSUBSCRIBE"}},
-	} {
+	}
+	// Each sequence also in one write: the commands after SUBSCRIBE are in
+	// the batch that starts the subscription reader, which must not read on
+	// until that batch is done.
+	for _, seq := range seqs {
+		a, b := dialRaw(t, direct.Addr), dialRaw(t, p.Addr)
+		var all strings.Builder
+		n := 0
+		for _, args := range seq {
+			all.WriteString(encode(args...))
+			n++
+			if strings.HasSuffix(strings.ToLower(args[0]), "subscribe") && len(args) > 2 {
+				n += len(args) - 2
+			}
+		}
+		a.Send(all.String())
+		b.Send(all.String())
+		for i := range n {
+			want, _ := a.Reply()
+			got, _ := b.Reply()
+			if i > 0 || seq[0][0] != "HELLO" { // HELLO's server fields differ
+				if got != want {
+					t.Errorf("reply %d of %q in one write:\n roomproxy %q\n redis     %q", i, seq, got, want)
+				}
+			}
+		}
+	}
+	for _, seq := range seqs {
 		a, b := dialRaw(t, direct.Addr), dialRaw(t, p.Addr)
 		for _, args := range seq {
 			a.Send(encode(args...))
@@ -312,6 +339,18 @@ func TestBlockingCommands(t *testing.T) {
 	}
 	if got, _ := raw2.Reply(); got != "$5\r\nafter\r\n" {
 		t.Fatalf("pipelined reply %q", got)
+	}
+	// The same with a command already behind BLPOP in its write (it waits in
+	// the guard's buffer) and another sent while it blocks (appended there):
+	// the BLPOP's own arguments live in that buffer all along.
+	raw2.Send(encode("BLPOP", "q:pipe2", "0") + encode("ECHO", "one"))
+	eventuallyBlocked(direct, 1)
+	raw2.Send(encode("ECHO", "two"))
+	direct.LPush(ctx, "q:pipe2", "w")
+	for _, want := range []string{"*2\r\n$7\r\nq:pipe2\r\n$1\r\nw\r\n", "$3\r\none\r\n", "$3\r\ntwo\r\n"} {
+		if got, _ := raw2.Reply(); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
 	}
 }
 

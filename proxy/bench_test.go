@@ -65,20 +65,20 @@ func (c *loopConn) Read(p []byte) (int, error) {
 func (c *loopConn) Write(p []byte) (int, error) { return len(p), nil }
 
 // BenchmarkParse: bytes to commands through the frame guard and redcon's
-// reader, 16 commands per read as redis-benchmark -P 16 sends them. Reported
+// parser, 16 commands per read as redis-benchmark -P 16 sends them. Reported
 // per command.
 func BenchmarkParse(b *testing.B) {
 	data := pipelineBytes(16)
 	srv := New(okUpstream{}, Config{})
 	c := &loopConn{data: data, left: b.N, off: len(data)}
-	g := newFrameGuard(c, &srv.lim, func() bool { return true })
-	rd := redcon.NewReader(g)
+	s := &session{srv: srv, nc: c, authed: true}
+	s.guard = newFrameGuard(c, &srv.lim, s.authenticated)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	b.ResetTimer()
 	for range b.N {
 		for n := 0; n < 16; {
-			cmds, err := rd.ReadCommands()
+			cmds, err := s.readBatch()
 			if err != nil {
 				b.Fatal(err)
 			}

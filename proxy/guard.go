@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"time"
+
+	"github.com/tidwall/redcon"
 )
 
 // protoError is a malformed-input error. Its text is Redis's own, so a client
@@ -34,15 +37,21 @@ const (
 	stInline            // inside an inline command, looking for its newline
 )
 
-// frameGuard sits between the client socket and redcon's Reader. redcon parses
-// whatever it is given, trusting declared lengths: "$9223372036854775807"
-// overflows its index arithmetic (a panic) and "*9223372036854775807" makes it
-// loop that many times (a spinning CPU); it also re-scans an incomplete frame
-// from its start on every read, so a large frame trickled in costs quadratic
-// time. The guard scans each byte once, checks every declared count and length
-// against the limits before anything is allocated for it, and hands redcon
-// only complete frames. redcon therefore parses each frame once and never sees
-// a length it could misuse.
+// frameGuard reads the client socket and cuts complete frames out of it for
+// redcon's parser. redcon parses whatever it is given, trusting declared
+// lengths: "$9223372036854775807" overflows its index arithmetic (a panic) and
+// "*9223372036854775807" makes it loop that many times (a spinning CPU); it
+// also re-scans an incomplete frame from its start on every read, so a large
+// frame trickled in costs quadratic time. The guard scans each byte once,
+// checks every declared count and length against the limits before anything
+// is allocated for it, and hands redcon only complete frames, each parsed
+// once, in place: a command's arguments are slices of the guard's buffer.
+//
+// Those slices stay valid until release, which the session calls before it
+// reads its next batch. Until then the buffer is only appended to (inject)
+// or replaced, never compacted or overwritten, so a batch in flight upstream
+// still reads its own bytes. Whatever must outlive the batch (a queued MULTI
+// command) is copied.
 //
 // Not safe for concurrent use: it belongs to its connection's goroutine.
 type frameGuard struct {
@@ -50,7 +59,8 @@ type frameGuard struct {
 	lim *Limits
 
 	buf  []byte
-	r    int // next byte to give to redcon
+	held int // start of the bytes of commands handed out and not released yet
+	r    int // next byte to parse
 	w    int // end of bytes read from the socket
 	rdy  int // end of the complete frames scanned so far (r <= rdy <= w)
 	scan int // next byte to scan (rdy <= scan <= w)
@@ -69,39 +79,83 @@ func newFrameGuard(nc net.Conn, lim *Limits, authed func() bool) *frameGuard {
 	return &frameGuard{nc: nc, lim: lim, buf: make([]byte, 16<<10), authed: authed}
 }
 
-// buffered reports how many bytes of complete frames are waiting to be parsed.
-// When it is non-zero the next redcon read returns without touching the socket.
-func (g *frameGuard) buffered() int { return g.rdy - g.r }
+// next parses the complete frame at r, if there is one, and returns its
+// arguments: slices of the guard's buffer, valid until release. argsbuf is
+// storage the arguments may be appended to. It returns nil, nil when no
+// complete frame is buffered (see more).
+func (g *frameGuard) next(argsbuf [][]byte) ([][]byte, error) {
+	for g.r < g.rdy {
+		frame := g.buf[g.r:g.rdy]
+		if frame[0] == '*' {
+			complete, args, _, left, err := redcon.ReadNextCommand(frame, argsbuf)
+			if err != nil {
+				return nil, err
+			}
+			if !complete { // the scan saw it complete: a bug, not input
+				return nil, &protoError{"incomplete frame"}
+			}
+			g.r = g.rdy - len(left)
+			return args, nil
+		}
+		// Inline form: one line, split as redcon splits it (quotes and
+		// escapes); a line of nothing but spaces is skipped, as by Redis.
+		line := frame[:bytes.IndexByte(frame, '\n')+1]
+		text := bytes.TrimSuffix(line[:len(line)-1], []byte("\r"))
+		if len(bytes.Trim(text, " ")) == 0 {
+			g.r += len(line)
+			continue
+		}
+		cmd, err := redcon.Parse(line)
+		if err != nil {
+			return nil, err
+		}
+		g.r += len(line)
+		return cmd.Args, nil
+	}
+	return nil, nil
+}
 
-// Read gives redcon bytes of complete frames only.
-func (g *frameGuard) Read(p []byte) (int, error) {
+// more waits until at least one complete frame is buffered, reading the
+// socket as needed. It returns the first input error once every frame before
+// it has been parsed.
+func (g *frameGuard) more() error {
+	g.advance() // before AUTH, frames after the first wait here to be scanned
 	for g.rdy == g.r {
 		if g.err != nil {
-			return 0, g.err
+			return g.err
 		}
 		if err := g.fill(); err != nil {
-			return 0, err
+			return err
 		}
 		g.advance()
 	}
-	n := copy(p, g.buf[g.r:g.rdy])
-	g.r += n
+	return nil
+}
+
+// release ends the life of every argument handed out so far: their bytes may
+// be reused. Race-enabled builds (every test run) overwrite them first, so
+// that a command kept past its batch without a copy shows up as garbage.
+func (g *frameGuard) release() {
+	if poisonReleased {
+		for i := g.held; i < g.r; i++ {
+			g.buf[i] = '~'
+		}
+	}
+	g.held = g.r
 	if g.r == g.w {
 		g.reset()
 	}
-	return n, nil
 }
 
 // inject appends bytes read from the socket by someone else (the watcher of
-// a blocking command) as if fill had read them.
+// a blocking command, while the command's arguments are in use) as if fill
+// had read them. It never moves bytes already in the buffer.
 func (g *frameGuard) inject(b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	if g.r == g.w {
-		g.reset()
-	}
 	if len(g.buf)-g.w < len(b) {
+		// A new buffer: the old one may still hold the arguments in use.
 		nb := make([]byte, g.w+len(b)+len(g.buf))
 		copy(nb, g.buf[:g.w])
 		g.buf = nb
@@ -112,13 +166,15 @@ func (g *frameGuard) inject(b []byte) {
 
 // reset rewinds an empty buffer, giving back memory a large frame took.
 func (g *frameGuard) reset() {
-	g.r, g.w, g.rdy, g.scan, g.frameAt = 0, 0, 0, 0, 0
+	g.held, g.r, g.w, g.rdy, g.scan, g.frameAt = 0, 0, 0, 0, 0, 0
 	if len(g.buf) > 64<<10 {
 		g.buf = make([]byte, 16<<10)
 	}
 }
 
-// fill reads more bytes from the socket, making room first.
+// fill reads more bytes from the socket, making room first. It is called
+// only when every argument handed out has been released (held == r), so
+// compacting moves nothing in use.
 func (g *frameGuard) fill() error {
 	if g.w == len(g.buf) {
 		if g.r > 0 {
@@ -151,6 +207,7 @@ func (g *frameGuard) fill() error {
 
 // shift moves every index down by d after the buffer was compacted.
 func (g *frameGuard) shift(d int) {
+	g.held -= d
 	g.r -= d
 	g.rdy -= d
 	g.scan -= d
@@ -217,8 +274,8 @@ func (g *frameGuard) step() bool {
 			return g.fail(errUnauthMbulk)
 		}
 		if count <= 0 {
-			// Redis skips "*0" and "*-1" silently; redcon would call them errors,
-			// so the header is cut out of the buffer here.
+			// Redis skips "*0" and "*-1" silently, so the header is cut out
+			// of the buffer here.
 			g.cut(g.scan, n+1)
 			return true
 		}
@@ -310,7 +367,7 @@ func (g *frameGuard) line(from int, tooBig error) (int, bool) {
 	return 0, false
 }
 
-// complete marks the frame ending at scan as ready for redcon.
+// complete marks the frame ending at scan as ready to parse.
 func (g *frameGuard) complete() bool {
 	g.state = stFrame
 	g.rdy = g.scan

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -257,11 +256,6 @@ func (s *Server) accept(nc net.Conn) {
 	}
 	sess.lastCmd.Store(sess.created.UnixNano())
 	sess.guard = newFrameGuard(nc, &s.lim, sess.authenticated)
-	// redcon reads through a bufio.Reader; giving it ours (bufio.NewReader
-	// returns a big enough *bufio.Reader as it is) lets the session see the
-	// complete frames it holds, so a pipeline is never cut in two batches.
-	sess.br = bufio.NewReaderSize(sess.guard, 4096)
-	sess.rd = redcon.NewReader(sess.br)
 	sess.wr = redcon.NewWriter(nc)
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)

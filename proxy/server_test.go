@@ -228,6 +228,16 @@ func TestAuth(t *testing.T) {
 	if got := c4.MustReply(); got != "-ERR Protocol error: unauthenticated bulk length\r\n" || !c4.Closed() {
 		t.Errorf("pre-auth bulk: %q", got)
 	}
+	// AUTH pipelined with the commands after it, in one write: before AUTH
+	// frames are scanned one at a time, and the rest must still run without
+	// the client sending anything more (they used to wait for its next write).
+	c5 := dial(t, addr)
+	c5.Send(encode("AUTH", "s3cret") + encode("SET", "k2", strings.Repeat("v", 2000)) + encode("GET", "k"))
+	for _, want := range []string{"+OK\r\n", "+OK\r\n", "$1\r\nv\r\n"} {
+		if got := c5.MustReply(); got != want {
+			t.Errorf("pipelined after AUTH: got %q, want %q", got, want)
+		}
+	}
 }
 
 // TestPipelineOrder sends local, forwarded and failing commands in one write:
@@ -273,11 +283,10 @@ func TestPipelineOrder(t *testing.T) {
 }
 
 // TestPipelineIsOneBatch: a pipeline that arrives in one write goes
-// upstream as one batch, every time. redcon reads through a 4 KiB
-// bufio.Reader; before the session looked into it, every seventh or so
-// 592-byte pipeline was cut in two at the buffer's end, and the second half
-// waited a whole upstream round trip (15 ms against a remote Upstash: 12 %
-// of throughput at -P 16).
+// upstream as one batch, every time. When redcon's Reader read through a
+// 4 KiB bufio.Reader, every seventh or so 592-byte pipeline was cut in two at
+// the buffer's end, and the second half waited a whole upstream round trip
+// (15 ms against a remote Upstash: 12 % of throughput at -P 16).
 func TestPipelineIsOneBatch(t *testing.T) {
 	up := newFake()
 	_, addr := startServer(t, up, Config{})

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -46,8 +45,6 @@ type session struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	guard *frameGuard
-	br    *bufio.Reader // between the guard and redcon: complete frames handed over, not yet parsed
-	rd    *redcon.Reader
 	wr    *redcon.Writer
 
 	id        int64
@@ -90,7 +87,9 @@ type session struct {
 	batchStart time.Time // when the current batch was read
 
 	// Per-batch scratch, reused.
-	out   []byte // where local handlers append their reply
+	cmds  [][][]byte // the batch's commands: arguments sliced from the guard's buffer
+	argv  [][]byte   // storage for cmds' argument lists
+	out   []byte     // where local handlers append their reply
 	local []byte // local replies of the current batch
 	slots []slot
 	batch *batch.Batch
@@ -109,7 +108,7 @@ func (s *session) serve() {
 		s.close()
 	}()
 	for !s.quit {
-		var cmds []redcon.Command
+		var cmds [][][]byte
 		var err error
 		if s.sub == nil {
 			cmds, err = s.readBatch()
@@ -130,29 +129,50 @@ func (s *session) serve() {
 	}
 }
 
-// readBatch reads every complete command already received, up to the
-// pipeline limit, so that a client's whole pipeline goes upstream together.
-func (s *session) readBatch() ([]redcon.Command, error) {
-	cmds, err := s.rd.ReadCommands()
-	if err != nil {
-		return nil, err
+// readBatch returns every complete command already received, up to the
+// pipeline limit, so that a client's whole pipeline goes upstream together;
+// it reads the socket only when none is. The commands of the previous batch
+// are released first: their arguments must not be used after this.
+func (s *session) readBatch() ([][][]byte, error) {
+	s.guard.release()
+	clear(s.cmds)
+	s.cmds = s.cmds[:0]
+	clear(s.argv)
+	s.argv = s.argv[:0]
+	if cap(s.argv) > 64<<10 {
+		s.argv = nil // a huge pipeline or MSET took it: give it back
 	}
-	// Frames already received sit in the guard or in the bufio.Reader
-	// (redcon's own buffer holds at most a part of one, whose rest is in
-	// one of the two): read until both are empty.
-	for (s.guard.buffered() > 0 || s.br.Buffered() > 0) && len(cmds) < s.srv.lim.MaxPipeline {
-		more, err := s.rd.ReadCommands()
-		if err != nil {
-			break // the error is returned again by the next read
+	for {
+		for len(s.cmds) < s.srv.lim.MaxPipeline {
+			if cap(s.argv)-len(s.argv) < 16 {
+				// A new block: earlier commands keep the old one.
+				s.argv = make([][]byte, 0, max(256, 2*cap(s.argv)))
+			}
+			free := s.argv[len(s.argv):cap(s.argv)]
+			args, err := s.guard.next(free[:0])
+			if err != nil && len(s.cmds) == 0 {
+				return nil, err
+			}
+			if err != nil || args == nil {
+				break // an error is returned again by the next call
+			}
+			if len(args) <= len(free) && &args[0] == &free[0] {
+				s.argv = s.argv[:len(s.argv)+len(args)] // they took these slots
+			}
+			s.cmds = append(s.cmds, args)
 		}
-		cmds = append(cmds, more...)
+		if len(s.cmds) > 0 {
+			return s.cmds, nil
+		}
+		if err := s.guard.more(); err != nil {
+			return nil, err
+		}
 	}
-	return cmds, nil
 }
 
 // await is the read step of a subscribed session: it waits for either the
 // next client batch or upstream messages, which it writes at once.
-func (s *session) await() ([]redcon.Command, error) {
+func (s *session) await() ([][][]byte, error) {
 	if s.needAck {
 		s.ack <- struct{}{}
 		s.needAck = false
@@ -237,7 +257,7 @@ func (s *session) close() {
 // handle runs one client batch: local answers are computed in order as they
 // come, everything forwarded goes upstream as one pipeline, and the replies
 // are written in request order.
-func (s *session) handle(cmds []redcon.Command) {
+func (s *session) handle(cmds [][][]byte) {
 	now := time.Now()
 	s.batchStart = now
 	s.lastCmd.Store(now.UnixNano())
@@ -247,7 +267,7 @@ func (s *session) handle(cmds []redcon.Command) {
 		if s.quit {
 			break
 		}
-		s.dispatch(cmds[i].Args)
+		s.dispatch(cmds[i])
 		if s.batch.Len() >= s.srv.lim.MaxPipeline {
 			s.drain()
 		}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/roomproxy/roomproxy/batch"
-	"github.com/tidwall/redcon"
 )
 
 // Lane is an upstream connection reserved for one session: for a transaction
@@ -102,13 +101,31 @@ func (s *session) queue(sp *Spec, args [][]byte) {
 			s.err("ERR a room's lifecycle write (creating it, changing its status, deleting its keys) cannot run inside MULTI")
 			return
 		}
-		s.tx.after = append(s.tx.after, p.After...)
-		s.tx.queued = append(s.tx.queued, args)
+		for _, c := range p.After {
+			s.tx.after = append(s.tx.after, cloneArgs(c)) // they name the client's keys
+		}
+		s.tx.queued = append(s.tx.queued, cloneArgs(args))
 		s.simple("QUEUED")
 	default:
-		s.tx.queued = append(s.tx.queued, args)
+		s.tx.queued = append(s.tx.queued, cloneArgs(args))
 		s.simple("QUEUED")
 	}
+}
+
+// cloneArgs copies a command out of the guard's buffer, for a command kept
+// after its batch (see frameGuard): one allocation for all its bytes.
+func cloneArgs(args [][]byte) [][]byte {
+	n := 0
+	for _, a := range args {
+		n += len(a)
+	}
+	buf := make([]byte, 0, n)
+	out := make([][]byte, len(args))
+	for i, a := range args {
+		buf = append(buf, a...)
+		out[i] = buf[len(buf)-len(a) : len(buf) : len(buf)]
+	}
+	return out
 }
 
 func cmdMulti(s *session, _ [][]byte) {
@@ -330,20 +347,28 @@ func (s *session) startSubscriber() {
 	s.inbox = make(chan readResult)
 	s.ack = make(chan struct{})
 	s.readerDone = make(chan struct{})
+	s.needAck = true
 	go s.reader()
 }
 
 type readResult struct {
-	cmds []redcon.Command
+	cmds [][][]byte
 	err  error
 }
 
 // reader reads client commands for a subscribed session, one batch at a
 // time: it waits for the session to finish a batch before reading the next,
-// so the guard is never used by two goroutines at once.
+// so the guard is never used by two goroutines at once, and a batch's
+// arguments are released only once it is done. It starts by waiting too:
+// the batch that subscribed is still running.
 func (s *session) reader() {
 	defer close(s.readerDone)
 	for {
+		select {
+		case <-s.ack:
+		case <-s.ctx.Done():
+			return
+		}
 		cmds, err := s.readBatch()
 		select {
 		case s.inbox <- readResult{cmds, err}:
@@ -351,11 +376,6 @@ func (s *session) reader() {
 			return
 		}
 		if err != nil {
-			return
-		}
-		select {
-		case <-s.ack:
-		case <-s.ctx.Done():
 			return
 		}
 	}

@@ -1,0 +1,6 @@
+//go:build !race
+
+package proxy
+
+// poisonReleased: see frameGuard.release.
+const poisonReleased = false
