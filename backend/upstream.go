@@ -283,7 +283,7 @@ func (u *Upstream) SubmitRecovery(b *batch.Batch) {
 		return
 	}
 	e := u.engine(b.Proto)
-	e.roundTrip(e.client.Pipeline(), []*batch.Batch{b}, nil, nil)
+	e.roundTrip(e.client.Pipeline(), []*batch.Batch{b}, &rawCmds{}, nil)
 }
 
 func (u *Upstream) engine(proto int) *engine {
@@ -518,7 +518,7 @@ func (e *engine) work(inflight *atomic.Value) {
 	defer e.wg.Done()
 	pipe := e.client.Pipeline()
 	var batches []*batch.Batch
-	var cmds []*redis.RawCmd
+	var cmds rawCmds
 	for {
 		<-e.token
 		b, ok := <-e.queue
@@ -529,10 +529,10 @@ func (e *engine) work(inflight *atomic.Value) {
 		batches = append(batches[:0], b)
 		e.gather(&batches, b.Len())
 		e.token <- struct{}{}
-		cmds = e.roundTrip(pipe, batches, cmds[:0], inflight)
+		e.roundTrip(pipe, batches, &cmds, inflight)
 		e.finished()
 		clear(batches)
-		clear(cmds)
+		cmds.reset()
 	}
 }
 
@@ -595,7 +595,7 @@ func (e *engine) finished() {
 // that waited in the queue while it opened fail fast) and counts its outcome,
 // and inflight holds its cancel function while it runs. OnRecover's round
 // trips (inflight nil) are not guarded.
-func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []*redis.RawCmd, inflight *atomic.Value) []*redis.RawCmd {
+func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, rc *rawCmds, inflight *atomic.Value) {
 	guarded := inflight != nil
 	cfg := &e.up.cfg
 	br := e.up.breaker
@@ -604,7 +604,7 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 		for _, b := range batches {
 			e.up.reject(b)
 		}
-		return cmds
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
@@ -613,19 +613,23 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 		defer inflight.Store(context.CancelFunc(noop))
 	}
 	readOnly := true
-	n := 0
-	for _, b := range batches {
-		n += argCount(b.Cmds)
-	}
-	ia := argsFor(n)
+	n, nargs := 0, 0
 	for _, b := range batches {
 		readOnly = readOnly && b.ReadOnly
+		n += b.Len()
+		nargs += argCount(b.Cmds)
+	}
+	rc.size(n)
+	ia := argsFor(nargs)
+	i := 0
+	for _, b := range batches {
 		for _, args := range b.Cmds {
-			c := redis.NewRawCmd(ctx, ia.next(args)...)
-			cmds = append(cmds, c)
-			pipe.Process(ctx, c)
+			rc.set(ctx, i, ia.next(args))
+			i++
 		}
 	}
+	cmds := rc.list
+	pipe.BatchProcess(ctx, cmds...)
 	start := time.Now()
 	err := e.exec(ctx, pipe, len(cmds))
 	if guarded {
@@ -649,26 +653,59 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, cmds []
 			for _, b := range batches {
 				e.up.reject(b)
 			}
-			return cmds
+			return
 		}
 		for _, c := range cmds {
 			c.SetErr(nil)
-			pipe.Process(ctx, c)
 		}
+		pipe.BatchProcess(ctx, cmds...)
 		err = e.exec(ctx, pipe, len(cmds))
 		if guarded {
 			br.record(ticket, outcomeOf(err, cmds))
 		}
 	}
-	i := 0
+	i = 0
 	for _, b := range batches {
 		for j := range b.Cmds {
-			b.Replies[j] = replyOf(cmds[i], err)
+			b.Replies[j] = replyOf(&rc.vals[i], err)
 			i++
 		}
 		b.Done()
 	}
-	return cmds
+}
+
+// rawCmds is a worker's storage for one round trip's commands, kept between
+// round trips: the RawCmd values themselves, so that a command costs go-redis
+// no allocation of its own, and the list of them handed to the pipeline.
+type rawCmds struct {
+	vals []redis.RawCmd
+	list []redis.Cmder
+}
+
+// size makes room for n commands; it must come before set, which points into
+// vals.
+func (r *rawCmds) size(n int) {
+	if cap(r.vals) < n {
+		r.vals = make([]redis.RawCmd, n)
+		r.list = make([]redis.Cmder, n)
+	}
+	r.vals, r.list = r.vals[:n], r.list[:n]
+}
+
+func (r *rawCmds) set(ctx context.Context, i int, args []interface{}) {
+	r.vals[i] = *redis.NewRawCmd(ctx, args...)
+	r.list[i] = &r.vals[i]
+}
+
+// reset drops what the last round trip referenced (arguments, replies), and
+// storage a huge round trip grew.
+func (r *rawCmds) reset() {
+	if cap(r.vals) > 1024 {
+		*r = rawCmds{}
+		return
+	}
+	clear(r.vals)
+	clear(r.list)
 }
 
 // abandon ends the round trips in flight: called when the breaker opens, so
