@@ -463,6 +463,9 @@ func (e *engine) streamed(b *batch.Batch, ticket uint64) bool {
 	return true
 }
 
+// minRTTSamples is how many round trips the first streaming decision waits for.
+const minRTTSamples = 8
+
 // observe records one round trip for streaming decisions and metrics. The upstream counts as slow when the
 // shortest round trip of the last 256 to 512 exceeds StreamAbove: the
 // minimum is the network's share, while averages also grow with load (a busy
@@ -482,8 +485,14 @@ func (e *engine) observe(d time.Duration) {
 		e.slow.Store(e.rttMin[0] > e.up.cfg.StreamAbove)
 		return
 	}
-	if e.rttMin[0] == 0 { // first window: decide as soon as there is evidence
-		e.slow.Store(e.rttMin[1] > e.up.cfg.StreamAbove)
+	if e.rttMin[0] == 0 {
+		// First window: decide once there is some evidence. Not on the very
+		// first round trips: they include dialing, and a burst of clients
+		// arriving at once can delay them past StreamAbove on a local Redis,
+		// which would open the stream connections for nothing.
+		if e.rttN >= minRTTSamples {
+			e.slow.Store(e.rttMin[1] > e.up.cfg.StreamAbove)
+		}
 	} else {
 		e.slow.Store(min(e.rttMin[0], e.rttMin[1]) > e.up.cfg.StreamAbove)
 	}

@@ -205,3 +205,33 @@ func TestParseInfo(t *testing.T) {
 		t.Fatalf("replica: %+v", h)
 	}
 }
+
+// TestStreamingDecision: "auto" streams once the shortest recent round trip
+// exceeds StreamAbove, but not on the evidence of the first few round trips,
+// which include dialing (a burst of clients at start-up once opened the
+// stream connections to a local Redis for nothing).
+func TestStreamingDecision(t *testing.T) {
+	e := &engine{up: &Upstream{cfg: Config{StreamAbove: 2 * time.Millisecond}}}
+	for i := range minRTTSamples - 1 {
+		e.observe(5 * time.Millisecond)
+		if e.slow.Load() {
+			t.Fatalf("slow after %d round trips", i+1)
+		}
+	}
+	e.observe(5 * time.Millisecond)
+	if !e.slow.Load() {
+		t.Fatalf("not slow after %d round trips of 5 ms", minRTTSamples)
+	}
+	// One fast round trip in the window: the network is fast, load was slow.
+	e.observe(100 * time.Microsecond)
+	if e.slow.Load() {
+		t.Fatal("still slow after a 100 µs round trip")
+	}
+	local := &engine{up: &Upstream{cfg: Config{StreamAbove: 2 * time.Millisecond}}}
+	for range 1000 {
+		local.observe(300 * time.Microsecond)
+	}
+	if local.slow.Load() {
+		t.Fatal("a 300 µs upstream counts as slow")
+	}
+}
