@@ -90,7 +90,7 @@ type session struct {
 	cmds  [][][]byte // the batch's commands: arguments sliced from the guard's buffer
 	argv  [][]byte   // storage for cmds' argument lists
 	out   []byte     // where local handlers append their reply
-	local []byte // local replies of the current batch
+	local []byte     // local replies of the current batch
 	slots []slot
 	batch *batch.Batch
 }
