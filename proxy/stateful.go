@@ -299,6 +299,7 @@ func (s *session) blocking(args [][]byte) {
 	}()
 	replies := s.onLane(s.ctx, args)
 	s.nc.SetReadDeadline(time.Unix(1, 0)) // stop the watcher
+	s.guard.noDeadline = false
 	early := <-watched
 	s.guard.inject(early)
 	select {
