@@ -8,7 +8,7 @@
 # is then the latency proxy itself), which is closer to a remote Redis.
 #
 # Usage: bash bench/run.sh [--rounds N] [--requests N] [--clients N]
-#                          [--latency MS] [--out FILE]
+#                          [--latency MS] [--pin] [--out FILE]
 # See bench/README.md for what the columns mean.
 set -euo pipefail
 
@@ -22,6 +22,10 @@ usage: bash bench/run.sh [options]
   --clients N    redis-benchmark connections (-c, default 50)
   --latency MS   put a proxy adding MS ms of round-trip time in front of
                  redis-server; all three targets go through it (default: off)
+  --pin          pin redis-benchmark to CPU 0 and the servers (redis-server,
+                 the proxies, the latency proxy) to CPU 1, for every target
+                 alike; by default the kernel places all of them, which on
+                 two cores moves a proxy's result by up to 2x (bench/README.md)
   --out FILE     also write the markdown report to FILE
   -h, --help     this help
 
@@ -46,6 +50,7 @@ REQUESTS=""
 CLIENTS=50
 LATENCY=""
 OUT=""
+PIN=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) [ $# -ge 2 ] || die "--rounds needs a value"; ROUNDS=$2; shift 2 ;;
@@ -53,6 +58,7 @@ while [ $# -gt 0 ]; do
     --clients) [ $# -ge 2 ] || die "--clients needs a value"; CLIENTS=$2; shift 2 ;;
     --latency) [ $# -ge 2 ] || die "--latency needs a value"; LATENCY=$2; shift 2 ;;
     --out) [ $# -ge 2 ] || die "--out needs a value"; OUT=$2; shift 2 ;;
+    --pin) PIN=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -66,6 +72,13 @@ is_uint "$CLIENTS" && [ "$CLIENTS" -ge 1 ] || die "--clients must be a whole num
 if [ -n "$LATENCY" ]; then
   is_uint "$LATENCY" && [ "$LATENCY" -ge 1 ] || die "--latency must be a whole number of ms >= 1, got '$LATENCY'"
 fi
+if [ -n "$PIN" ]; then
+  [ "$(nproc)" -ge 2 ] || die "--pin needs at least 2 CPUs"
+  command -v taskset >/dev/null || die "--pin needs taskset (util-linux)"
+fi
+# Command prefixes placing the servers and the client (--pin).
+SERVER_CPU=() CLIENT_CPU=()
+if [ -n "$PIN" ]; then SERVER_CPU=(taskset -c 1) CLIENT_CPU=(taskset -c 0); fi
 ROUNDS=$((10#$ROUNDS)) REQUESTS=$((10#$REQUESTS)) CLIENTS=$((10#$CLIENTS))
 if [ -n "$LATENCY" ]; then LATENCY=$((10#$LATENCY)); fi
 # --out is relative to where the script was started, not the repo root.
@@ -139,7 +152,7 @@ fi
 
 # redis-server
 REDIS_PORT=$(free_port)
-redis-server --save '' --appendonly no --bind 127.0.0.1 --port "$REDIS_PORT" \
+"${SERVER_CPU[@]}" redis-server --save '' --appendonly no --bind 127.0.0.1 --port "$REDIS_PORT" \
   --daemonize no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
@@ -149,7 +162,7 @@ log "redis-server pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
 # What the proxies (and "direct") connect to: redis-server, or the latency proxy.
 UP_PORT=$REDIS_PORT
 if [ -n "$LATENCY" ]; then
-  bench/.bin/latencyproxy -listen 127.0.0.1:0 -upstream "127.0.0.1:$REDIS_PORT" \
+  "${SERVER_CPU[@]}" bench/.bin/latencyproxy -listen 127.0.0.1:0 -upstream "127.0.0.1:$REDIS_PORT" \
     -latency-ms "$LATENCY" >"$TMP/latencyproxy.out" 2>"$TMP/latencyproxy.log" &
   LAT_PID=$!
   PIDS+=("$LAT_PID")
@@ -183,7 +196,7 @@ bench:
     - 127.0.0.1:$UP_PORT:1
 EOF
 TW_STATS_PORT=$(free_port)
-nutcracker -c "$TMP/nutcracker.yml" -o "$TMP/nutcracker.log" -p "$TMP/nutcracker.pid" \
+"${SERVER_CPU[@]}" nutcracker -c "$TMP/nutcracker.yml" -o "$TMP/nutcracker.log" -p "$TMP/nutcracker.pid" \
   -s "$TW_STATS_PORT" -a 127.0.0.1 >>"$TMP/nutcracker.log" 2>&1 &
 TW_PID=$!
 PIDS+=("$TW_PID")
@@ -194,7 +207,7 @@ log "twemproxy (nutcracker) pid $TW_PID on 127.0.0.1:$TW_PORT"
 
 # roomproxy
 RP_PORT=$(free_port)
-"$RP_BIN" -proxy-addr "127.0.0.1:$RP_PORT" -metrics-addr "" \
+"${SERVER_CPU[@]}" "$RP_BIN" -proxy-addr "127.0.0.1:$RP_PORT" -metrics-addr "" \
   -redis-url "redis://127.0.0.1:$UP_PORT" -log-level warn -shutdown-timeout 3s \
   >"$TMP/roomproxy.log" 2>&1 &
 RP_PID=$!
@@ -314,7 +327,7 @@ bench_one() {
 
   # In the background and waited for, so that Ctrl-C or SIGTERM stops the
   # script at once (bash runs traps only between foreground commands).
-  timeout "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" \
+  timeout "$BENCH_TIMEOUT" "${CLIENT_CPU[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" \
     -n "$REQUESTS" -P "$depth" -t set,get --csv -r 100000 >"$csv" 2>"$err" &
   FG_PID=$!
   wait "$FG_PID" || rc=$?
@@ -401,6 +414,11 @@ REPORT=$TMP/report.md
     mode="latency mode: every target goes through a proxy adding ${LATENCY} ms of round-trip time in front of redis-server; \"direct\" is that latency proxy"
   else
     mode="local mode: redis-server on loopback, no added latency"
+  fi
+  if [ -n "$PIN" ]; then
+    mode="$mode; pinned: redis-benchmark on CPU 0, redis-server and the proxies on CPU 1"
+  else
+    mode="$mode; CPU placement left to the kernel"
   fi
   echo "## redis-benchmark: direct vs twemproxy vs roomproxy"
   echo
