@@ -97,7 +97,7 @@ type Limits struct {
 	IdleTimeout     time.Duration // close a client idle this long; default 0 (never)
 	FrameTimeout    time.Duration // a started command must be complete within; default 30 s
 	AuthTimeout     time.Duration // AUTH must come within, when a password is set; default 10 s
-	OutputTimeout   time.Duration // a client must take its replies within; default 30 s
+	OutputTimeout   time.Duration // a client must take its replies within (at least half of it: see session.flush); default 30 s
 	UpstreamTimeout time.Duration // round trips the session makes itself (WATCH, EXEC, SUBSCRIBE); default 5 s
 	StoreTimeout    time.Duration // a room command served from the room store during an outage; default 5 s
 }

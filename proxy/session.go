@@ -84,7 +84,8 @@ type session struct {
 	// Writer.Buffer copies, so it is not asked).
 	unflushed int
 
-	batchStart time.Time // when the current batch was read
+	batchStart    time.Time // when the current batch was read
+	writeDeadline time.Time // the socket's write deadline (see flush)
 
 	// Per-batch scratch, reused.
 	cmds  [][][]byte // the batch's commands: arguments sliced from the guard's buffer
@@ -230,8 +231,14 @@ func (s *session) flush() bool {
 		return true
 	}
 	s.unflushed = 0
-	if s.srv.lim.OutputTimeout > 0 {
-		s.nc.SetWriteDeadline(time.Now().Add(s.srv.lim.OutputTimeout))
+	if t := s.srv.lim.OutputTimeout; t > 0 {
+		// Moved forward only once half of it is used: a runtime timer
+		// update per flush is a cost every -P 1 command pays, and a client
+		// still gets between t/2 and t to take each batch of replies.
+		if now := time.Now(); s.writeDeadline.Sub(now) < t/2 {
+			s.writeDeadline = now.Add(t)
+			s.nc.SetWriteDeadline(s.writeDeadline)
+		}
 	}
 	if err := s.wr.Flush(); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {

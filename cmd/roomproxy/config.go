@@ -192,7 +192,7 @@ func settings(c *config) []setting {
 		{"IDLE_TIMEOUT", "0", "close clients idle this long (0: never)", dur(&c.IdleTimeout)},
 		{"FRAME_TIMEOUT", "30s", "a started command must be complete within this", dur(&c.FrameTimeout)},
 		{"AUTH_TIMEOUT", "10s", "with a password, AUTH must come within this", dur(&c.AuthTimeout)},
-		{"OUTPUT_TIMEOUT", "30s", "a client must read its replies within this or be disconnected", dur(&c.OutputTimeout)},
+		{"OUTPUT_TIMEOUT", "30s", "a client must read its replies within this (at least half of it) or be disconnected", dur(&c.OutputTimeout)},
 	}
 }
 
