@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/tidwall/redcon"
@@ -179,6 +180,49 @@ func (g *frameGuard) reset() {
 // only when every argument handed out has been released (held == r), so
 // compacting moves nothing in use.
 func (g *frameGuard) fill() error {
+	if err := g.makeRoom(); err != nil {
+		return err
+	}
+	g.setDeadline()
+	n, err := g.nc.Read(g.buf[g.w:])
+	g.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// readRaw is fill for the session's raw loop (session.serveRaw): one
+// non-blocking read of the socket's descriptor, which returns EAGAIN when
+// nothing is there. full reports that the read filled all the room there
+// was, so more may be waiting.
+func (g *frameGuard) readRaw(fd int) (full bool, err error) {
+	if err := g.makeRoom(); err != nil {
+		return false, err
+	}
+	room := len(g.buf) - g.w
+	var n int
+	for {
+		n, err = syscall.Read(fd, g.buf[g.w:])
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if n > 0 {
+		g.w += n
+		return n == room, nil
+	}
+	if err == nil {
+		err = io.EOF
+	}
+	return false, err
+}
+
+// makeRoom makes space at the end of the buffer for a read.
+func (g *frameGuard) makeRoom() error {
 	if g.w == len(g.buf) {
 		if g.r > 0 {
 			n := copy(g.buf, g.buf[g.r:g.w])
@@ -196,16 +240,7 @@ func (g *frameGuard) fill() error {
 			g.buf = nb
 		}
 	}
-	g.setDeadline()
-	n, err := g.nc.Read(g.buf[g.w:])
-	g.w += n
-	if n > 0 {
-		return nil
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
+	return nil
 }
 
 // shift moves every index down by d after the buffer was compacted.

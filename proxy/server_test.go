@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -301,6 +303,47 @@ func TestPipelineIsOneBatch(t *testing.T) {
 	}
 	if batches, cmds := up.counts(); batches != rounds || cmds != 16*rounds {
 		t.Fatalf("%d pipelines of 16 went upstream as %d batches of %d commands in all, want %d batches", rounds, batches, cmds, rounds)
+	}
+}
+
+// TestNoReadBeforeReadiness: in a request/reply loop the proxy reads the
+// client's socket once per command (session.serveRaw). The ordinary loop
+// reads it twice: right after writing a reply it tries a read that fails
+// with EAGAIN, because the client has not even received the reply yet.
+// Counted in read system calls of this whole process (/proc/self/io), whose
+// client side is the same in both runs.
+func TestNoReadBeforeReadiness(t *testing.T) {
+	syscr := func() int {
+		b, err := os.ReadFile("/proc/self/io")
+		if err != nil {
+			t.Skip("no /proc/self/io:", err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+		t.Skip("no syscr in /proc/self/io")
+		return 0
+	}
+	const n = 500
+	perCommand := func(ordinary bool) float64 {
+		_, addr := startServer(t, newFake(), Config{ordinaryReads: ordinary})
+		c := dial(t, addr)
+		c.Do("PING")
+		before := syscr()
+		for range n {
+			if got := c.Do("PING"); got != "+PONG\r\n" {
+				t.Fatalf("PING = %q", got)
+			}
+		}
+		return float64(syscr()-before) / n
+	}
+	ordinary, raw := perCommand(true), perCommand(false)
+	t.Logf("read system calls per command, client's and proxy's: %.2f on the ordinary loop, %.2f on the raw loop", ordinary, raw)
+	if raw > ordinary-0.7 {
+		t.Fatalf("the raw loop saved %.2f reads per command, want about 1", ordinary-raw)
 	}
 }
 
