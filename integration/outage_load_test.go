@@ -55,13 +55,16 @@ func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string
 	}
 	t.Cleanup(scratch.Close)
 	var d *rooms.Debouncer
+	var stopResync func()
 	g.p = startProxyWith(t, backend.Config{URL: url, Timeout: timeout}, func(up *backend.Upstream) proxy.Config {
 		g.up = up
 		g.m = rooms.New(policy.DefaultRules(), g.store, wiring.Exec(up), nil)
 		d = g.m.NewDebouncer(rooms.DebounceConfig{})
+		// Before the proxy serves, as in cmd/roomproxy: sessions read the
+		// manager's outage setting without a lock.
+		stopResync = wiring.ServeRoomsDuringOutages(up, g.m, scratch, 500, slog.New(slog.DiscardHandler))
 		return proxy.Config{Rooms: g.m, Limits: proxy.Limits{UpstreamTimeout: timeout}}
 	})
-	stopResync := wiring.ServeRoomsDuringOutages(g.up, g.m, scratch, 500, slog.New(slog.DiscardHandler))
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(runCtx) }()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"syscall"
 	"time"
 
 	"github.com/tidwall/redcon"
@@ -77,6 +76,7 @@ type frameGuard struct {
 	// noDeadline: the socket's read deadline is known to be none. Whoever
 	// else sets one (a blocking command's watcher) clears it.
 	noDeadline bool
+	raw        rawReader // session.serveRaw's reads (rawread_linux.go)
 }
 
 func newFrameGuard(nc net.Conn, lim *Limits, authed func() bool) *frameGuard {
@@ -193,32 +193,6 @@ func (g *frameGuard) fill() error {
 		err = io.ErrNoProgress
 	}
 	return err
-}
-
-// readRaw is fill for the session's raw loop (session.serveRaw): one
-// non-blocking read of the socket's descriptor, which returns EAGAIN when
-// nothing is there. full reports that the read filled all the room there
-// was, so more may be waiting.
-func (g *frameGuard) readRaw(fd int) (full bool, err error) {
-	if err := g.makeRoom(); err != nil {
-		return false, err
-	}
-	room := len(g.buf) - g.w
-	var n int
-	for {
-		n, err = syscall.Read(fd, g.buf[g.w:])
-		if err != syscall.EINTR {
-			break
-		}
-	}
-	if n > 0 {
-		g.w += n
-		return n == room, nil
-	}
-	if err == nil {
-		err = io.EOF
-	}
-	return false, err
 }
 
 // makeRoom makes space at the end of the buffer for a read.

@@ -210,11 +210,12 @@ func (s *session) ready() ([][][]byte, error) {
 // reply) before the goroutine parks: a wasted system call per command, about
 // 0.7 µs of the 9 µs a command costs the proxy. Inside RawConn.Read the
 // session can park without that read: the callback returns false and Go's
-// poller calls it again once the socket is readable. This is sound because
-// the poller's readiness mark is reset only when a RawConn.Read starts, not
-// between calls of its callback; so bytes that arrive at any time after a
-// read either were returned by it, or marked the socket ready again. A read
-// that filled all the room there was is followed by another before parking.
+// poller calls it again once the socket is readable. The poller's readiness
+// mark is reset only when a RawConn.Read starts, not between calls of its
+// callback, so bytes that arrive after a read mark the socket ready again.
+// What a read leaves behind is told by TCP_INQ (readRaw): bytes still queued,
+// or an end of stream that came with the last data and would wake nobody;
+// then the session reads again before it parks.
 //
 // A batch whose commands read the socket from another goroutine (a blocking
 // command's watcher, the subscription reader) cannot run inside the
@@ -226,7 +227,7 @@ func (s *session) serveRaw(rc syscall.RawConn) ([][][]byte, error) {
 	var ioErr error
 	err := rc.Read(func(fd uintptr) bool {
 		for {
-			full, err := s.guard.readRaw(int(fd))
+			more, err := s.guard.readRaw(int(fd))
 			if err != nil && err != syscall.EAGAIN {
 				ioErr = err
 				return true
@@ -250,7 +251,7 @@ func (s *session) serveRaw(rc syscall.RawConn) ([][][]byte, error) {
 					return true
 				}
 			}
-			if !full {
+			if !more {
 				s.guard.setDeadline()
 				return false // park until the socket is readable
 			}
@@ -277,18 +278,13 @@ func (s *session) needsSocket(cmds [][][]byte) bool {
 	return false
 }
 
-// rawConn is the socket's RawConn for serveRaw, or nil where there is none
-// (TLS, test connections).
+// rawConn is the socket's RawConn for serveRaw, or nil where serveRaw
+// cannot be used (not TCP, TLS, not Linux, TCP_INQ refused; test settings).
 func (s *session) rawConn() syscall.RawConn {
-	sc, ok := s.nc.(syscall.Conn)
-	if !ok || s.srv.cfg.ordinaryReads {
+	if s.srv.cfg.ordinaryReads {
 		return nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
+	return enableRaw(s.nc)
 }
 
 // await is the read step of a subscribed session: it waits for either the
