@@ -76,6 +76,7 @@ type frameGuard struct {
 	// noDeadline: the socket's read deadline is known to be none. Whoever
 	// else sets one (a blocking command's watcher) clears it.
 	noDeadline bool
+	raw        rawReader // session.serveRaw's reads (rawread_linux.go)
 }
 
 func newFrameGuard(nc net.Conn, lim *Limits, authed func() bool) *frameGuard {
@@ -179,6 +180,23 @@ func (g *frameGuard) reset() {
 // only when every argument handed out has been released (held == r), so
 // compacting moves nothing in use.
 func (g *frameGuard) fill() error {
+	if err := g.makeRoom(); err != nil {
+		return err
+	}
+	g.setDeadline()
+	n, err := g.nc.Read(g.buf[g.w:])
+	g.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// makeRoom makes space at the end of the buffer for a read.
+func (g *frameGuard) makeRoom() error {
 	if g.w == len(g.buf) {
 		if g.r > 0 {
 			n := copy(g.buf, g.buf[g.r:g.w])
@@ -196,16 +214,7 @@ func (g *frameGuard) fill() error {
 			g.buf = nb
 		}
 	}
-	g.setDeadline()
-	n, err := g.nc.Read(g.buf[g.w:])
-	g.w += n
-	if n > 0 {
-		return nil
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
+	return nil
 }
 
 // shift moves every index down by d after the buffer was compacted.

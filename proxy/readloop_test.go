@@ -14,14 +14,13 @@ import (
 	"github.com/roomproxy/roomproxy/internal/resptest"
 )
 
-// TestTransportsAgree sends the same client bytes through a connection that
-// hands them over at once and then ends (memConn, as the fuzzer uses) and
-// through a real loopback TCP socket that the client half-closes, each to a
-// fresh server, and compares the replies. Inputs: the fuzz seeds, and
-// generated pipelines mixing forwarded and local commands, inline commands,
-// MULTI, values larger than the guard's 16 KiB buffer (several socket
-// reads), skipped "*0" frames and a bad frame at the end.
-func TestTransportsAgree(t *testing.T) {
+// TestReadLoopsAgree sends the same client bytes through the ordinary read
+// loop (a connection without a descriptor, as the fuzzer uses) and through
+// session.serveRaw (a real TCP socket), each to a fresh server, and compares
+// the replies. Inputs: the fuzz seeds, and generated pipelines mixing
+// forwarded and local commands, inline commands, MULTI, values larger than
+// the guard's 16 KiB buffer, skipped "*0" frames and a bad frame at the end.
+func TestReadLoopsAgree(t *testing.T) {
 	inputs := []string{
 		"*1\r\n$9223372036854775807\r\n",
 		"*-10\r\n", "*1\r\nfoo\r\n", "$blabla\r\n",
@@ -62,21 +61,21 @@ func TestTransportsAgree(t *testing.T) {
 		inputs = append(inputs, b.String())
 	}
 	for i, in := range inputs {
-		mem := repliesOf(t, serveMem(in))
-		tcp := repliesOf(t, serveTCP(t, in))
-		if len(mem) != len(tcp) {
-			t.Fatalf("input %d (%d bytes): %d replies in memory, %d over TCP", i, len(in), len(mem), len(tcp))
+		ordinary := repliesOf(t, serveOrdinary(in))
+		raw := repliesOf(t, serveTCP(t, in))
+		if len(ordinary) != len(raw) {
+			t.Fatalf("input %d (%d bytes): %d replies on the ordinary loop, %d on the raw loop", i, len(in), len(ordinary), len(raw))
 		}
-		for j := range mem {
-			if mem[j] != tcp[j] {
-				t.Fatalf("input %d, reply %d: in memory %.200q, over TCP %.200q", i, j, mem[j], tcp[j])
+		for j := range ordinary {
+			if ordinary[j] != raw[j] {
+				t.Fatalf("input %d, reply %d: ordinary %.200q, raw %.200q", i, j, ordinary[j], raw[j])
 			}
 		}
 	}
 }
 
-// serveMem runs in through a fresh server on a memConn.
-func serveMem(in string) []byte {
+// serveOrdinary runs in through a fresh server on a memConn.
+func serveOrdinary(in string) []byte {
 	srv := New(newFake(), Config{})
 	c := &memConn{r: bytes.NewReader([]byte(in))}
 	srv.accept(c)
@@ -123,10 +122,9 @@ func repliesOf(t *testing.T, out []byte) []string {
 
 // TestHalfCloseEndsSession: a client that sends its last commands and shuts
 // down its side (nc, socat, scripts) gets every reply, and then the proxy
-// closes the connection. The end of stream comes with the last data: a read
-// loop that parked after reading that data without reading again (as a
-// tried and reverted one did, see docs/ARCHITECTURE.md) would wait for a
-// wake-up that never comes and keep the connection forever.
+// closes the connection. The end of stream comes with the last data, so a
+// session that parked after reading that data would wait for a wake-up that
+// never comes (the first raw loop did, and leaked the connection).
 func TestHalfCloseEndsSession(t *testing.T) {
 	srv, addr := startServer(t, newFake(), Config{})
 	for range 20 {

@@ -143,6 +143,8 @@ type Config struct {
 	// DisableScripts refuses EVAL, EVALSHA, SCRIPT, FCALL and FUNCTION with
 	// -NOPERM (SCRIPTS_ENABLED=false).
 	DisableScripts bool
+
+	ordinaryReads bool // tests: sessions never use serveRaw
 }
 
 // Server is a RESP server in front of an Upstream. Serve may be called for
