@@ -310,10 +310,12 @@ func TestPipelineIsOneBatch(t *testing.T) {
 // client's socket once per command (session.serveRaw). The ordinary loop
 // reads it twice: right after writing a reply it tries a read that fails
 // with EAGAIN, because the client has not even received the reply yet.
-// The ordinary loop's reads are counted in read system calls of this whole
-// process (/proc/self/io; the client side is the same in both runs, and the
-// raw loop's recvmsg calls are not counted there), the raw loop's by the
-// session itself.
+// The raw loop's reads are counted by the session itself and must be one
+// per command. The ordinary loop's are only logged, from read system calls of
+// this whole process (/proc/self/io; the client side is the same in both
+// runs, and recvmsg is not counted there): about 2 on an idle machine, fewer
+// when the client happens to answer before the proxy reads again (1.6 was
+// seen under a loaded CI run), so it is no fixed number to assert.
 func TestNoReadBeforeReadiness(t *testing.T) {
 	syscr := func() int {
 		b, err := os.ReadFile("/proc/self/io")
@@ -353,9 +355,6 @@ func TestNoReadBeforeReadiness(t *testing.T) {
 	t.Logf("read calls per command: ordinary loop %.2f (client and proxy), raw loop %.2f (client) + %.2f (proxy)", ordinary, client, proxy)
 	if proxy < 0.9 || proxy > 1.1 {
 		t.Fatalf("the raw loop made %.2f reads per command, want 1", proxy)
-	}
-	if ordinary-client < 1.8 {
-		t.Fatalf("the ordinary loop made %.2f reads per command, want about 2: this test no longer measures what it says", ordinary-client)
 	}
 }
 
