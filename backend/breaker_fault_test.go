@@ -7,7 +7,6 @@ package backend
 // waits and checks for leaked goroutines at its very end.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,24 +24,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/roomproxy/roomproxy/internal/testsupport"
 	"github.com/rs/zerolog"
-	"go.uber.org/goleak"
 )
 
-// leakCheck verifies, after every cleanup the test registers later (servers
-// killed, proxies stopped), that the test left no goroutine behind.
-func leakCheck(t *testing.T) {
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() {
-		// After failed dials go-redis probes in a goroutine that sleeps 1 s
-		// between attempts and sees its pool closed only when it wakes:
-		// goleak's own retries give up sooner, so wait up to 3 s first.
-		for end := time.Now().Add(3 * time.Second); goleak.Find(ignore) != nil && time.Now().Before(end); {
-			time.Sleep(50 * time.Millisecond)
-		}
-		goleak.VerifyNone(t, ignore)
-	})
-}
+func leakCheck(t *testing.T) { testsupport.LeakCheck(t) }
 
 // startToxiproxy puts an in-process toxiproxy in front of addr.
 func startToxiproxy(t *testing.T, addr string) *toxiproxy.Proxy {
@@ -608,7 +594,7 @@ func TestBreakerWrongPassword(t *testing.T) {
 	leakCheck(t)
 	r := testredis.Start(t, testredis.Options{Password: "rotated-secret-7"})
 	url := fmt.Sprintf("redis://roomsvc:stale-secret-3@localhost:%d", r.Port)
-	var logs syncBuffer
+	var logs testsupport.SyncBuffer
 	up, err := New(Config{URL: url, Timeout: time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -655,24 +641,6 @@ func TestBreakerWrongPassword(t *testing.T) {
 	if !strings.Contains(out, "cause=auth") {
 		t.Errorf("the log does not say why the breaker opened:\n%s", out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestBreakerLaneLeavesNoWatch: a client WATCHes on a lane, the breaker opens

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,27 +15,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/backend"
 	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/roomproxy/roomproxy/internal/testsupport"
 	"github.com/roomproxy/roomproxy/metrics"
 	"github.com/roomproxy/roomproxy/proxy"
 )
-
-// syncBuffer is a log sink safe for the monitor's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestEvictionStorm: with maxmemory set low on the upstream, writing through
 // roomproxy evicts keys; /health/redis reports memory, keys and evictions,
@@ -45,7 +26,7 @@ func (s *syncBuffer) String() string {
 func TestEvictionStorm(t *testing.T) {
 	r := testredis.Start(t, testredis.Options{Args: []string{"--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"}})
 	p := startProxy(t, backend.Config{URL: r.URL()}, proxy.Config{})
-	var logs syncBuffer
+	var logs testsupport.SyncBuffer
 	mon := p.Up.StartMonitor(backend.MonitorConfig{Interval: 200 * time.Millisecond, AlertPerMin: 10,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer mon.Stop()

@@ -13,6 +13,7 @@ import (
 	"github.com/roomproxy/roomproxy/fallback"
 	"github.com/roomproxy/roomproxy/internal/resptest"
 	"github.com/roomproxy/roomproxy/internal/testmongo"
+	"github.com/roomproxy/roomproxy/internal/testsupport"
 	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/proxy"
 	"go.uber.org/goleak"
@@ -65,21 +66,7 @@ func dialRaw(t *testing.T, addr string) *rawConn { return resptest.Dial(t, addr)
 
 func encode(args ...string) string { return resptest.Encode(args...) }
 
-// leakCheck makes the test fail if goroutines it started are left once all
-// its cleanups (registered after this call) have run: each fault test ends
-// with no leak of its own, not only the package as a whole.
-func leakCheck(t *testing.T) {
-	before := goleak.IgnoreCurrent()
-	t.Cleanup(func() {
-		// After failed dials go-redis probes in a goroutine that sleeps 1 s
-		// between attempts and sees its pool closed only when it wakes:
-		// goleak's own retries give up sooner, so wait up to 3 s first.
-		for end := time.Now().Add(3 * time.Second); goleak.Find(before) != nil && time.Now().Before(end); {
-			time.Sleep(50 * time.Millisecond)
-		}
-		goleak.VerifyNone(t, before)
-	})
-}
+func leakCheck(t *testing.T) { testsupport.LeakCheck(t) }
 
 // startStore starts a MongoDB-wire server (FerretDB) and opens the room
 // store on database db with the given operation timeout; both end with the

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/backend"
 	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/roomproxy/roomproxy/internal/testsupport"
 	"github.com/roomproxy/roomproxy/metrics"
 	"github.com/roomproxy/roomproxy/proxy"
 )
@@ -91,7 +92,7 @@ func TestRealPrometheusScrapes(t *testing.T) {
 	defer cancel()
 	prom := exec.CommandContext(pctx, "prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address=127.0.0.1:"+strconv.Itoa(port))
-	var plog syncBuffer
+	var plog testsupport.SyncBuffer
 	prom.Stdout, prom.Stderr = &plog, &plog
 	if err := prom.Start(); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,47 @@
+// Package testsupport holds small helpers shared by the test packages:
+// a per-test goroutine leak check and a log sink safe for concurrent writers.
+package testsupport
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// LeakCheck makes the test fail if goroutines it started are left once all
+// its cleanups (registered after this call: servers killed, proxies stopped)
+// have run, so that each fault test ends with no leak of its own, not only
+// the package as a whole.
+func LeakCheck(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		// After failed dials go-redis probes in a goroutine that sleeps 1 s
+		// between attempts and sees its pool closed only when it wakes:
+		// goleak's own retries give up sooner, so wait up to 3 s first.
+		for end := time.Now().Add(3 * time.Second); goleak.Find(before) != nil && time.Now().Before(end); {
+			time.Sleep(50 * time.Millisecond)
+		}
+		goleak.VerifyNone(t, before)
+	})
+}
+
+// SyncBuffer is a bytes.Buffer safe for a logger's goroutines.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
