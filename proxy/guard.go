@@ -120,10 +120,9 @@ func (g *frameGuard) next(argsbuf [][]byte) ([][]byte, error) {
 }
 
 // more waits until at least one complete frame is buffered, reading the
-// socket as needed. It returns the first input error once every frame before
-// it has been parsed.
+// socket as needed (session.ready has scanned what was there). It returns
+// the first input error once every frame before it has been parsed.
 func (g *frameGuard) more() error {
-	g.advance() // before AUTH, frames after the first wait here to be scanned
 	for g.rdy == g.r {
 		if g.err != nil {
 			return g.err

@@ -109,25 +109,23 @@ func (s *session) serve() {
 		}
 		s.close()
 	}()
+	var handoff [][][]byte // a batch serveRaw could not run
 	if rc := s.rawConn(); rc != nil {
-		cmds, err := s.serveRaw(rc)
-		if err != nil {
+		var err error
+		if handoff, err = s.serveRaw(rc); err != nil {
 			s.readFailed(err)
 			return
 		}
-		if cmds == nil {
-			s.flush()
-			return
-		}
-		s.handle(cmds)
-		if !s.flush() || s.srv.draining.Load() {
-			return
+		if handoff == nil {
+			return // QUIT, draining, or a client that stopped reading
 		}
 	}
 	for !s.quit {
 		var cmds [][][]byte
 		var err error
-		if s.sub == nil {
+		if handoff != nil {
+			cmds, handoff = handoff, nil
+		} else if s.sub == nil {
 			cmds, err = s.readBatch()
 		} else if cmds, err = s.await(); cmds == nil && err == nil {
 			continue // messages were delivered
@@ -174,6 +172,9 @@ func (s *session) ready() ([][][]byte, error) {
 	if cap(s.argv) > 64<<10 {
 		s.argv = nil // a huge pipeline or MSET took it: give it back
 	}
+	if s.guard.r == s.guard.rdy {
+		s.guard.advance() // before AUTH, the next frame is scanned only now
+	}
 	for len(s.cmds) < s.srv.lim.MaxPipeline {
 		if cap(s.argv)-len(s.argv) < 16 {
 			// A new block: earlier commands keep the old one.
@@ -192,14 +193,8 @@ func (s *session) ready() ([][][]byte, error) {
 		}
 		s.cmds = append(s.cmds, args)
 	}
-	if len(s.cmds) == 0 && s.guard.r == s.guard.rdy {
-		s.guard.advance() // before AUTH, the next frame is scanned only now
-		if s.guard.rdy > s.guard.r {
-			return s.ready()
-		}
-		if s.guard.err != nil {
-			return nil, s.guard.err
-		}
+	if len(s.cmds) == 0 && s.guard.err != nil {
+		return nil, s.guard.err // every frame before it was taken
 	}
 	return s.cmds, nil
 }
