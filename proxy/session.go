@@ -46,6 +46,7 @@ type session struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	guard *frameGuard
+	specs specMemo // the session goroutine's command lookups
 	wr    *redcon.Writer
 
 	id        int64
@@ -262,7 +263,7 @@ func (s *session) serveRaw(rc syscall.RawConn) ([][][]byte, error) {
 // socket from another goroutine (see serveRaw).
 func (s *session) needsSocket(cmds [][][]byte) bool {
 	for _, args := range cmds {
-		sp := s.srv.table.lookup(args[0])
+		sp := s.specs.lookup(s.srv.table, args[0])
 		if sp == nil {
 			continue
 		}
@@ -400,7 +401,7 @@ func (s *session) dispatch(args [][]byte) {
 	before := s.replyMode
 	s.out = s.local
 	start := len(s.out)
-	sp := s.srv.table.lookup(args[0])
+	sp := s.specs.lookup(s.srv.table, args[0])
 	switch {
 	case sp == nil:
 		s.unknown(args)

@@ -88,6 +88,42 @@ func (t *Table) lookup(name []byte) *Spec {
 	return t.m[string(buf[:len(name)])]
 }
 
+// specMemo remembers a session's last few command names, in the case the
+// client spells them, with their Specs: clients send the same few commands
+// over and over, and comparing a handful of bytes is several times cheaper
+// than lowercasing and hashing the name for Table.lookup (which the raw read
+// loop's needsSocket and dispatch would otherwise each do for every command).
+// It is used by the session's own goroutine only.
+type specMemo struct {
+	e    [4]memoEntry
+	next uint8 // the entry the next miss replaces
+}
+
+type memoEntry struct {
+	n    uint8 // length of name; 0: unused
+	name [15]byte
+	sp   *Spec
+}
+
+// lookup is Table.lookup through the memo. Unknown names and names longer
+// than 15 bytes are not remembered.
+func (m *specMemo) lookup(t *Table, name []byte) *Spec {
+	for i := range m.e {
+		e := &m.e[i]
+		if int(e.n) == len(name) && string(e.name[:e.n]) == string(name) {
+			return e.sp
+		}
+	}
+	sp := t.lookup(name)
+	if sp != nil && len(name) > 0 && len(name) <= len(m.e[0].name) {
+		e := &m.e[m.next%uint8(len(m.e))]
+		m.next++
+		e.n = uint8(copy(e.name[:], name))
+		e.sp = sp
+	}
+	return sp
+}
+
 // sub finds a subcommand of sp in any case.
 func (sp *Spec) sub(name []byte) *Spec {
 	return sp.Subs[strings.ToLower(string(name))]
