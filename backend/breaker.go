@@ -260,10 +260,19 @@ func outcomeOf[C redis.Cmder](err error, cmds []C) error {
 		if !ok {
 			continue
 		}
-		if raw := rc.Val(); len(raw) > 0 && (raw[0] == '-' || raw[0] == '!') && ClassifyReply(raw) == VerdictFault {
-			msg, _ := errorText(raw)
-			return faultReply(msg)
+		if err := replyFault(rc.Val()); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// replyFault is the breaker's view of one raw reply: an error reply that
+// counts as the upstream's fault, or nil.
+func replyFault(raw []byte) error {
+	if len(raw) > 0 && (raw[0] == '-' || raw[0] == '!') && ClassifyReply(raw) == VerdictFault {
+		msg, _ := errorText(raw)
+		return faultReply(msg)
 	}
 	return nil
 }

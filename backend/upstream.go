@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -632,8 +633,9 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, rc *raw
 	ia := argsFor(nargs)
 	i := 0
 	for _, b := range batches {
+		b.Arena.Truncate()
 		for _, args := range b.Cmds {
-			rc.set(ctx, i, ia.next(args))
+			rc.set(ctx, i, &b.Arena, ia.next(args))
 			i++
 		}
 	}
@@ -642,7 +644,7 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, rc *raw
 	start := time.Now()
 	err := e.exec(ctx, pipe, len(cmds))
 	if guarded {
-		br.record(ticket, outcomeOf(err, cmds))
+		br.record(ticket, rc.outcome(batches, err))
 	}
 	if err == nil {
 		e.observe(time.Since(start))
@@ -664,30 +666,26 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, rc *raw
 			}
 			return
 		}
-		for _, c := range cmds {
-			c.SetErr(nil)
-		}
+		rc.clear(batches)
 		pipe.BatchProcess(ctx, cmds...)
 		err = e.exec(ctx, pipe, len(cmds))
 		if guarded {
-			br.record(ticket, outcomeOf(err, cmds))
+			br.record(ticket, rc.outcome(batches, err))
 		}
 	}
-	i = 0
+	rc.each(batches, err, func(b *batch.Batch, j int, r batch.Reply) { b.Replies[j] = r })
 	for _, b := range batches {
-		for j := range b.Cmds {
-			b.Replies[j] = replyOf(&rc.vals[i], err)
-			i++
-		}
 		b.Done()
 	}
 }
 
 // rawCmds is a worker's storage for one round trip's commands, kept between
-// round trips: the RawCmd values themselves, so that a command costs go-redis
+// round trips: the command values themselves, so that a command costs go-redis
 // no allocation of its own, and the list of them handed to the pipeline.
+// go-redis streams each reply into its batch's Arena (RawWriteToCmd), where
+// RawCmd would allocate a copy of every reply.
 type rawCmds struct {
-	vals []redis.RawCmd
+	vals []redis.RawWriteToCmd
 	list []redis.Cmder
 }
 
@@ -695,15 +693,64 @@ type rawCmds struct {
 // vals.
 func (r *rawCmds) size(n int) {
 	if cap(r.vals) < n {
-		r.vals = make([]redis.RawCmd, n)
+		r.vals = make([]redis.RawWriteToCmd, n)
 		r.list = make([]redis.Cmder, n)
 	}
 	r.vals, r.list = r.vals[:n], r.list[:n]
 }
 
-func (r *rawCmds) set(ctx context.Context, i int, args []interface{}) {
-	r.vals[i] = *redis.NewRawCmd(ctx, args...)
+func (r *rawCmds) set(ctx context.Context, i int, w io.Writer, args []interface{}) {
+	r.vals[i] = *redis.NewRawWriteToCmd(ctx, w, args...)
 	r.list[i] = &r.vals[i]
+}
+
+// clear readies the commands and the batches' arenas for another attempt.
+func (r *rawCmds) clear(batches []*batch.Batch) {
+	for _, b := range batches {
+		b.Arena.Truncate()
+	}
+	for i := range r.vals {
+		r.vals[i].SetErr(nil)
+		r.vals[i].SetVal(0)
+	}
+}
+
+// each calls f with every command's reply after a round trip that ended with
+// pipeErr, in order: its raw bytes in the batch's arena, or the error that
+// kept them from arriving. The commands of batches[k] come k-th, in order.
+func (r *rawCmds) each(batches []*batch.Batch, pipeErr error, f func(b *batch.Batch, j int, r batch.Reply)) {
+	i := 0
+	for _, b := range batches {
+		off := 0
+		for j := range b.Cmds {
+			n, err := r.vals[i].Result()
+			i++
+			raw := b.Arena.Slice(off, off+int(n))
+			off += int(n)
+			if err == nil && n == 0 {
+				err = pipeErr
+			}
+			if err != nil {
+				f(b, j, batch.Reply{Err: generic(err)})
+				continue
+			}
+			f(b, j, batch.Reply{Raw: raw})
+		}
+	}
+}
+
+// outcome is outcomeOf for a worker's round trip.
+func (r *rawCmds) outcome(batches []*batch.Batch, err error) error {
+	if err != nil {
+		return err
+	}
+	var fault error
+	r.each(batches, nil, func(_ *batch.Batch, _ int, rep batch.Reply) {
+		if fault == nil && rep.Err == nil {
+			fault = replyFault(rep.Raw)
+		}
+	})
+	return fault
 }
 
 // reset drops what the last round trip referenced (arguments, replies), and

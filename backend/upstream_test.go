@@ -177,6 +177,14 @@ func BenchmarkUpstream(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer up.Close()
+	set := batch.New()
+	set.Reset(2)
+	set.Add(args("SET", "key:1", "xxx"), false)
+	up.Submit(set)
+	set.Wait()
+	if r := set.Replies[0]; r.Err != nil || string(r.Raw) != "+OK\r\n" {
+		b.Fatalf("SET: %q %v", r.Raw, r.Err)
+	}
 	b.ReportAllocs()
 	b.SetParallelism(25) // 50 goroutines on 2 cores
 	b.RunParallel(func(pb *testing.PB) {
@@ -187,6 +195,10 @@ func BenchmarkUpstream(b *testing.B) {
 			bt.Add(cmd, true)
 			up.Submit(bt)
 			bt.Wait()
+			if r := bt.Replies[0]; r.Err != nil || string(r.Raw) != "$3\r\nxxx\r\n" {
+				b.Errorf("GET: %q %v", r.Raw, r.Err)
+				return
+			}
 		}
 	})
 	st := up.Stats()

@@ -5,7 +5,9 @@
 // pipelines. The connection fills it and submits it; exactly one upstream
 // worker then fills every reply and calls Done; the connection reads the
 // replies after Wait returns. Nothing touches a Batch between Done and the
-// owner's next Reset, so no lock is needed.
+// owner's next Reset, so no lock is needed. A reply's raw bytes may live in
+// the batch's Arena: they are valid until that Reset, so an owner that keeps
+// one longer copies it.
 package batch
 
 // Reply is the upstream's answer to one command: its raw RESP bytes, exactly
@@ -30,7 +32,11 @@ type Batch struct {
 	Tx bool
 	// Replies has one entry per command; the upstream fills them before Done.
 	Replies []Reply
-	done    chan struct{}
+	// Arena holds the raw bytes of the replies of the upstream's round-trip
+	// workers (other paths allocate each reply). Replies point into it until
+	// the next Reset.
+	Arena Arena
+	done  chan struct{}
 }
 
 // New returns an empty batch ready for Add.
@@ -42,6 +48,7 @@ func (b *Batch) Reset(proto int) {
 	b.Cmds = b.Cmds[:0]
 	clear(b.Replies)
 	b.Replies = b.Replies[:0]
+	b.Arena.reset()
 	b.Proto = proto
 	b.ReadOnly = true
 	b.Tx = false

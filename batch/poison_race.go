@@ -1,0 +1,6 @@
+//go:build race
+
+package batch
+
+// poisonReleased: see Arena.reset.
+const poisonReleased = true
