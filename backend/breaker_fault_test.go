@@ -648,9 +648,19 @@ func TestBreakerWrongPassword(t *testing.T) {
 // to get that lane must not inherit the WATCH: Release reconnects a lane
 // whose command the breaker refused.
 func TestBreakerLaneLeavesNoWatch(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tcp", true: "tls"}[tls], func(t *testing.T) { laneLeavesNoWatch(t, tls) })
+	}
+}
+
+// laneLeavesNoWatch is TestBreakerLaneLeavesNoWatch over plain TCP or TLS
+// (Upstash): go-redis peeks at a plain TCP connection before reusing it, and
+// so noticed the lane's closed socket by itself, but it cannot look into a
+// TLS connection.
+func laneLeavesNoWatch(t *testing.T, tls bool) {
 	leakCheck(t)
-	r := testredis.Start(t, testredis.Options{})
-	up, err := New(Config{URL: r.URL(), MaxLanes: 1, Timeout: time.Second})
+	r := testredis.Start(t, testredis.Options{TLS: tls})
+	up, err := New(Config{URL: r.URL(), TLSCAFile: r.CAFile, MaxLanes: 1, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ var ErrNoLane = errors.New("no dedicated upstream connection available")
 type Lane struct {
 	u      *Upstream
 	proto  int
+	opt    *redis.Options
 	client *redis.Client // PoolSize 1: exactly one upstream connection
 	nc     atomic.Pointer[net.Conn]
 	pipe   redis.Pipeliner
@@ -42,11 +43,12 @@ type Lane struct {
 
 // lanePool holds the idle lanes of one RESP version and counts the rest.
 type lanePool struct {
-	mu    sync.Mutex // protects idle, all and total
-	idle  []*Lane
-	all   []*Lane
-	total int
-	free  chan struct{} // a token is sent when a lane is released
+	mu     sync.Mutex // protects idle, all, total, closed and the clients of released lanes
+	idle   []*Lane
+	all    []*Lane
+	total  int
+	closed bool          // closeLanes ran: lanes released later are dropped
+	free   chan struct{} // a token is sent when a lane is released
 }
 
 // AcquireLane reserves a dedicated upstream connection for the caller. Lanes
@@ -67,6 +69,10 @@ func (u *Upstream) AcquireLane(ctx context.Context, proto int) (*Lane, error) {
 	defer timer.Stop()
 	for {
 		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, errClosed
+		}
 		if n := len(p.idle); n > 0 {
 			l := p.idle[n-1]
 			p.idle = p.idle[:n-1]
@@ -130,9 +136,21 @@ func (u *Upstream) newLane(proto int) (*Lane, error) {
 		u.dials.Add(1)
 		return nil
 	}
+	l.opt = opt
 	l.client = redis.NewClient(opt)
 	l.pipe = l.client.Pipeline()
 	return l, nil
+}
+
+// renew replaces the lane's go-redis client, whose connection Abort closed,
+// with a new one that dials when next used. go-redis notices a closed plain
+// TCP socket before reusing it, but not a closed TLS connection (Upstash's):
+// without this, the next client on the lane got an upstream error.
+func (l *Lane) renew() {
+	l.client.Close()
+	l.nc.Store(nil)
+	l.client = redis.NewClient(l.opt)
+	l.pipe = l.client.Pipeline()
 }
 
 // Exec runs b as one pipeline on the lane. With a deadline in ctx the
@@ -180,18 +198,27 @@ func (l *Lane) Abort() {
 }
 
 // Release gives the lane back. The caller must have left the connection
-// clean (no WATCH, no MULTI, no subscription); a lane that was aborted or
-// failed reconnects on its next use.
+// clean (no WATCH, no MULTI, no subscription), unless the breaker refused a
+// call (see unclean). A lane that was aborted or left unclean gets a new
+// go-redis client here, which dials when next used; a lane whose call failed
+// otherwise is redialed by go-redis, which drops a connection after an error.
 func (l *Lane) Release() {
-	if l.unclean {
-		l.unclean = false
-		l.Abort()
-	}
 	p := &l.u.lanes[0]
 	if l.proto == 3 {
 		p = &l.u.lanes[1]
 	}
 	p.mu.Lock()
+	if p.closed {
+		// closeLanes closed the lane's client already.
+		p.mu.Unlock()
+		return
+	}
+	if l.unclean || l.aborted.Load() {
+		l.unclean = false
+		l.aborted.Store(false)
+		l.Abort()
+		l.renew()
+	}
 	p.idle = append(p.idle, l)
 	p.mu.Unlock()
 	select {
@@ -210,6 +237,7 @@ func (u *Upstream) closeLanes() {
 			l.client.Close()
 		}
 		p.idle, p.all = nil, nil
+		p.closed = true
 		p.mu.Unlock()
 	}
 }
