@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/internal/sockio"
 )
 
 // Config configures the upstream. The zero value of a field means its default.
@@ -172,6 +173,35 @@ func (c Config) Options(proto int) (*redis.Options, error) {
 	opt.ConnMaxIdleTime = c.ConnMaxIdle
 	opt.DisableIdentity = true // no CLIENT SETINFO: every upstream command is billed
 	return opt, nil
+}
+
+// dialUpstream is the round-trip workers' dialer. It dials as go-redis's own
+// dialer does (its keep-alive settings, TLS when tlsCfg is set), over a
+// sockio connection: the workers' reads and writes are raw non-blocking
+// system calls, like the client sockets' (see internal/sockio). Lanes,
+// streams and subscriptions keep go-redis's dialer: they are not the hot
+// path, and go-redis looks into their sockets for more than the health
+// check (see sockio.Conn.SyscallConn).
+func dialUpstream(ctx context.Context, network, addr string, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout, KeepAliveConfig: net.KeepAliveConfig{
+		Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3,
+	}}
+	nc, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	nc = sockio.Wrap(nc)
+	if tlsCfg == nil {
+		return nc, nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tc := tls.Client(nc, tlsCfg)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // Stats are the upstream's counters since start.
@@ -384,6 +414,10 @@ type engine struct {
 func newEngine(up *Upstream, opt *redis.Options) *engine {
 	popt := *opt
 	popt.PipelinePoolSize = -1 // pipelined round trips use the main pool
+	tlsCfg, timeout := opt.TLSConfig, up.cfg.Timeout
+	popt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialUpstream(ctx, network, addr, timeout, tlsCfg)
+	}
 	client := redis.NewClient(&popt)
 	e := &engine{up: up, client: client, queue: make(chan *batch.Batch, 1024),
 		token: make(chan struct{}, 1), done: make(chan struct{})}

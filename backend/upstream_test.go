@@ -1,12 +1,14 @@
 package backend
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/internal/testredis"
 	"go.uber.org/goleak"
@@ -125,6 +127,44 @@ func TestWritesAreNeverRetried(t *testing.T) {
 	}
 	if up.Stats().Retries == 0 {
 		t.Fatalf("the read-only batch should have been retried")
+	}
+}
+
+// TestIdleConnectionClosedByServer: the server closes a pooled connection
+// while it is idle (a restart, a timeout, CLIENT KILL). go-redis's check
+// before reuse must still find that, through sockio's connections, so that
+// the next write goes out on a new connection instead of failing (a write is
+// never retried). sockio runs the check for connections idle for a second or
+// more.
+func TestIdleConnectionClosedByServer(t *testing.T) {
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), Conns: 1, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	set := func(v string) batch.Reply {
+		b := batch.New()
+		b.Reset(2)
+		b.Add(args("SET", "k", v), false)
+		up.Submit(b)
+		b.Wait()
+		return b.Replies[0]
+	}
+	if r := set("1"); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	defer direct.Close()
+	if n, err := direct.ClientKillByFilter(context.Background(), "TYPE", "normal", "SKIPME", "yes").Result(); err != nil || n != 1 {
+		t.Fatalf("CLIENT KILL: %d %v", n, err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if r := set("2"); r.Err != nil || string(r.Raw) != "+OK\r\n" {
+		t.Fatalf("write after the server closed the idle connection: %q %v", r.Raw, r.Err)
+	}
+	if st := up.Stats(); st.Failures != 0 || st.Dials != 2 {
+		t.Fatalf("stats %+v, want no failure and a second dial", st)
 	}
 }
 

@@ -64,8 +64,10 @@ func (g *frameGuard) readRaw(fd int) (more bool, err error) {
 	var n uintptr
 	var errno syscall.Errno
 	r.calls.Add(1)
+	// RawSyscall: the socket is non-blocking, and syscall.Syscall's runtime
+	// bookkeeping costs more than the call (see internal/sockio).
 	for {
-		n, _, errno = syscall.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.msg)), 0)
+		n, _, errno = syscall.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.msg)), 0)
 		if errno != syscall.EINTR {
 			break
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/internal/sockio"
 	"github.com/roomproxy/roomproxy/rooms"
 	"github.com/tidwall/redcon"
 )
@@ -257,8 +258,11 @@ func (s *Server) accept(nc net.Conn) {
 		batch: batch.New(),
 	}
 	sess.lastCmd.Store(sess.created.UnixNano())
-	sess.guard = newFrameGuard(nc, &s.lim, sess.authenticated)
-	sess.wr = redcon.NewWriter(nc)
+	// Reads of the ordinary loop and every write: raw system calls on Linux
+	// TCP (internal/sockio); the raw read loop makes its own.
+	sc := sockio.Wrap(nc)
+	sess.guard = newFrameGuard(sc, &s.lim, sess.authenticated)
+	sess.wr = redcon.NewWriter(sc)
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
