@@ -424,7 +424,7 @@ REPORT=$TMP/report.md
   echo
   echo "$mode. redis-benchmark -c $CLIENTS -n $REQUESTS -t set,get -r 100000 -P 1 and -P 16, $ROUNDS round(s), target order rotating each round; medians over rounds."
   echo
-  python3 - "$RESULTS" <<'EOF'
+  python3 - "$RESULTS" "$LATENCY" <<'EOF'
 import sys, statistics
 from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
@@ -436,17 +436,23 @@ def med(xs):
     return statistics.median(xs) if xs else None
 def fmt(x, spec):
     return "n/a" if x is None else format(x, spec)
-print("| pipeline | test | target | median rps | ratio to direct | p50 ms | p99 ms | reached redis |")
-print("|---:|---|---|---:|---:|---:|---:|---:|")
+def per_round(ok, base):
+    """Median over rounds of this target's rps / base's rps in the same round."""
+    return med([float(v[4]) / float(base[k][4]) for k, v in ok.items()
+                if k in base and base[k][4] != "FAIL" and float(base[k][4]) > 0])
+print("| pipeline | test | target | median rps | ratio to direct | ratio to twemproxy | p50 ms | p99 ms | reached redis |")
+print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+ratio = {}                    # (depth, test, target, base) -> median per-round ratio
 for depth in (1, 16):
     for test in ("SET", "GET"):
         direct = runs.get((depth, test, "direct"), {})
+        twem = runs.get((depth, test, "twemproxy"), {})
         for target in ("direct", "twemproxy", "roomproxy"):
             rs = runs.get((depth, test, target), {})
             ok = {k: v for k, v in rs.items() if v[4] != "FAIL"}
             rps = med([float(v[4]) for v in ok.values()])
-            ratios = [float(v[4]) / float(direct[k][4]) for k, v in ok.items()
-                      if k in direct and direct[k][4] != "FAIL" and float(direct[k][4]) > 0]
+            ratio[(depth, test, target, "direct")] = per_round(ok, direct)
+            ratio[(depth, test, target, "twemproxy")] = None if target == "direct" else per_round(ok, twem)
             p50 = med([float(v[5]) for v in ok.values()])
             p99 = med([float(v[6]) for v in ok.values()])
             sent = sum(int(v[7]) for v in rs.values())
@@ -454,8 +460,28 @@ for depth in (1, 16):
             reach = f"{reached / sent:.3f}" if sent else "n/a"
             failed = len(rs) - len(ok)
             rps_s = fmt(rps, ".0f") + (f" ({failed} FAILED)" if failed else "")
-            print(f"| {depth} | {test} | {target} | {rps_s} | {fmt(med(ratios), '.2f')} | "
+            print(f"| {depth} | {test} | {target} | {rps_s} | {fmt(ratio[(depth, test, target, 'direct')], '.2f')} | "
+                  f"{fmt(ratio[(depth, test, target, 'twemproxy')], '.2f')} | "
                   f"{fmt(p50, '.3f')} | {fmt(p99, '.3f')} | {reach} |")
+# The performance issue's goals for roomproxy, checked against this run's ratios.
+latency = sys.argv[2] != ""
+goals = []
+def goal(text, depth, base, at_least):
+    vals = [ratio.get((depth, t, "roomproxy", base)) for t in ("SET", "GET")]
+    met = all(v is not None and v >= at_least for v in vals)
+    shown = " / ".join(fmt(v, ".2f") for v in vals)
+    goals.append(f"- {text}: SET / GET {shown}: {'met' if met else 'NOT met'}")
+if latency:
+    goal("-P 1 at least 0.95 of direct", 1, "direct", 0.95)
+    goal("-P 16 at least 0.95 of direct", 16, "direct", 0.95)
+else:
+    goal("-P 1 at least 1.0 times twemproxy", 1, "twemproxy", 1.0)
+    goal("-P 1 at least 0.8 of direct", 1, "direct", 0.8)
+    goal("-P 16 at least 1.3 times twemproxy", 16, "twemproxy", 1.3)
+    goal("stretch: -P 1 at least 1.0 of direct", 1, "direct", 1.0)
+print()
+print("Goals (per-round ratios, medians over rounds):")
+print("\n".join(goals))
 EOF
   echo
   python3 - "$CONNS" "$LATENCY" <<'EOF'
