@@ -469,7 +469,7 @@ goals = []
 def goal(text, depth, base, at_least):
     vals = [ratio.get((depth, t, "roomproxy", base)) for t in ("SET", "GET")]
     met = all(v is not None and v >= at_least for v in vals)
-    shown = " / ".join(fmt(v, ".2f") for v in vals)
+    shown = " / ".join(fmt(v, ".3f") for v in vals)  # 3 digits: 0.996 is not 1.00
     goals.append(f"- {text}: SET / GET {shown}: {'met' if met else 'NOT met'}")
 if latency:
     goal("-P 1 at least 0.95 of direct", 1, "direct", 0.95)
