@@ -116,10 +116,8 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) { return idleCheck{c}, nil
 
 type idleCheck struct{ c *Conn }
 
-func (k idleCheck) Control(f func(fd uintptr)) error { return k.c.rc.Control(f) }
-func (k idleCheck) Write(f func(fd uintptr) bool) error {
-	return k.c.rc.Write(f)
-}
+func (k idleCheck) Control(f func(fd uintptr)) error    { return k.c.rc.Control(f) }
+func (k idleCheck) Write(f func(fd uintptr) bool) error { return k.c.rc.Write(f) }
 
 func (k idleCheck) Read(f func(fd uintptr) bool) error {
 	if k.c.closed.Load() {
