@@ -60,7 +60,7 @@ func TestIdleCheck(t *testing.T) {
 		t.Skip("Wrap returns the connection itself here")
 	}
 	defer func(d time.Duration) { checkIdle = d }(checkIdle)
-	checkIdle = 100 * time.Millisecond
+	checkIdle = 500 * time.Millisecond // the first checks below run within microseconds of Wrap
 	c, peer := pair(t)
 	rc, err := c.(syscall.Conn).SyscallConn()
 	if err != nil {
