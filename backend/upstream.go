@@ -667,7 +667,7 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, rc *raw
 	ia := argsFor(nargs)
 	i := 0
 	for _, b := range batches {
-		b.Arena.Truncate()
+		b.Arena.Reset()
 		for _, args := range b.Cmds {
 			rc.set(ctx, i, &b.Arena, ia.next(args))
 			i++
@@ -741,7 +741,7 @@ func (r *rawCmds) set(ctx context.Context, i int, w io.Writer, args []interface{
 // clear readies the commands and the batches' arenas for another attempt.
 func (r *rawCmds) clear(batches []*batch.Batch) {
 	for _, b := range batches {
-		b.Arena.Truncate()
+		b.Arena.Reset()
 	}
 	for i := range r.vals {
 		r.vals[i].SetErr(nil)

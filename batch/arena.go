@@ -1,6 +1,10 @@
 package batch
 
-import "io"
+import (
+	"io"
+
+	"github.com/roomproxy/roomproxy/internal/race"
+)
 
 // Arena holds a batch's raw replies back to back, as the upstream's reader
 // streams them in (go-redis's RawWriteToCmd): one buffer the batch keeps
@@ -57,11 +61,12 @@ func (a *Arena) Len() int { return len(a.buf) }
 // append by a caller copies instead of overwriting the next reply).
 func (a *Arena) Slice(from, to int) []byte { return a.buf[from:to:to] }
 
-// reset empties the arena. Under the race detector (every test run) the old
-// bytes are overwritten first, so that a reply used after its batch's Reset
-// shows up as garbage in a test instead of passing by luck.
-func (a *Arena) reset() {
-	if poisonReleased {
+// Reset empties the arena, for the batch's next round trip or for a retry of
+// the one that was filling it. Under the race detector (every test run) the
+// old bytes are overwritten first, so that a reply used after it shows up as
+// garbage in a test instead of passing by luck.
+func (a *Arena) Reset() {
+	if race.Enabled {
 		for i := range a.buf {
 			a.buf[i] = '~'
 		}
@@ -72,6 +77,3 @@ func (a *Arena) reset() {
 	}
 	a.buf = a.buf[:0]
 }
-
-// Truncate empties the arena for a retry of the round trip that was filling it.
-func (a *Arena) Truncate() { a.reset() }

@@ -55,7 +55,7 @@ func TestArena(t *testing.T) {
 	bt.Reset(2)
 	body := strings.NewReader("")
 	if allocs := testing.AllocsPerRun(100, func() {
-		bt.Arena.Truncate()
+		bt.Arena.Reset()
 		bt.Arena.Write([]byte("$3\r\n"))
 		body.Reset("xxx\r\n")
 		bt.Arena.ReadFrom(&io.LimitedReader{R: body, N: 5})

@@ -48,7 +48,7 @@ func (b *Batch) Reset(proto int) {
 	b.Cmds = b.Cmds[:0]
 	clear(b.Replies)
 	b.Replies = b.Replies[:0]
-	b.Arena.reset()
+	b.Arena.Reset()
 	b.Proto = proto
 	b.ReadOnly = true
 	b.Tx = false

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/roomproxy/roomproxy/internal/race"
 	"github.com/tidwall/redcon"
 )
 
@@ -139,7 +140,7 @@ func (g *frameGuard) more() error {
 // be reused. Race-enabled builds (every test run) overwrite them first, so
 // that a command kept past its batch without a copy shows up as garbage.
 func (g *frameGuard) release() {
-	if poisonReleased {
+	if race.Enabled {
 		for i := g.held; i < g.r; i++ {
 			g.buf[i] = '~'
 		}

@@ -1,6 +1,0 @@
-//go:build race
-
-package batch
-
-// poisonReleased: see Arena.reset.
-const poisonReleased = true

@@ -1,6 +1,0 @@
-//go:build !race
-
-package proxy
-
-// poisonReleased: see frameGuard.release.
-const poisonReleased = false
