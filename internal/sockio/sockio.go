@@ -16,6 +16,7 @@
 package sockio
 
 import (
+	"io"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -88,7 +89,7 @@ func (c *Conn) Close() error {
 // cause (the poller's deadline and close errors come already wrapped by
 // RawConn, and io.EOF is returned as it is).
 func (c *Conn) opError(op string, err error) error {
-	if _, ok := err.(*net.OpError); ok || err == errEOF {
+	if _, ok := err.(*net.OpError); ok || err == io.EOF {
 		return err
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}

@@ -9,8 +9,6 @@ import (
 
 const supported = true
 
-var errEOF = io.EOF
-
 // rawRead is one read(2) of the socket once it is readable; 0 bytes is io.EOF.
 func rawRead(rc syscall.RawConn, p []byte) (int, error) {
 	var n int

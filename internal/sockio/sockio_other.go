@@ -10,7 +10,5 @@ import (
 // Off Linux, Wrap returns connections unchanged.
 const supported = false
 
-var errEOF = io.EOF
-
 func rawRead(syscall.RawConn, []byte) (int, error)  { return 0, io.ErrUnexpectedEOF }
 func rawWrite(syscall.RawConn, []byte) (int, error) { return 0, io.ErrUnexpectedEOF }
