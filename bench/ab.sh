@@ -113,8 +113,7 @@ PIDS+=("$!")
 declare -A PORT PID
 PORT[direct]=$UP_PORT
 PID[direct]=$!
-for i in $(seq 50); do cli -p "$UP_PORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
-cli -p "$UP_PORT" PING >/dev/null || die "redis-server did not start (see $TMP/redis.log)"
+wait_ready redis-server "${PID[direct]}" "$TMP/redis.log" '^PONG$' cli -p "$UP_PORT" PING
 
 PORT[twemproxy]=$(free_port)
 cat >"$TMP/nutcracker.yml" <<EOF
@@ -137,18 +136,10 @@ for label in A B; do
   PIDS+=("$!")
   PID[$label]=$!
 done
-# ready: GET goes through to redis-server; a missing key prints an empty line.
-ready() {
-  local out
-  out=$(cli -p "${PORT[$1]}" GET ab:ready 2>&1) && [ -z "$out" ]
-}
-for t in twemproxy A B; do
-  for i in $(seq 100); do
-    ready "$t" && break
-    kill -0 "${PID[$t]}" 2>/dev/null || die "$t exited at start (see $TMP)"
-    sleep 0.1
-  done
-  ready "$t" || die "$t did not answer within 10 s (see $TMP)"
+# GET goes through to redis-server; a missing key prints an empty line.
+wait_ready twemproxy "${PID[twemproxy]}" "$TMP/nutcracker.log" '^$' cli -p "${PORT[twemproxy]}" GET ab:ready
+for t in A B; do
+  wait_ready "roomproxy $t" "${PID[$t]}" "$TMP/roomproxy-$t.log" '^$' cli -p "${PORT[$t]}" GET ab:ready
 done
 
 # ------------------------------------------------------------------- rounds

@@ -1,6 +1,7 @@
-# Shared by bench/run.sh and bench/roomload.sh (sourced, not run): a temp
-# dir, background processes stopped on exit (SIGTERM, then SIGKILL after
-# 5 s), free loopback ports and redis-cli with a timeout.
+# Shared by bench/run.sh, bench/ab.sh and bench/roomload.sh (sourced, not
+# run): a temp dir, background processes stopped on exit (SIGTERM, then
+# SIGKILL after 5 s), free loopback ports, redis-cli with a timeout, and
+# wait_ready for a server to answer (it calls the script's die).
 #
 # Before sourcing, set SCRIPT (the script's name, for messages), KEPT (what
 # the temp dir holds, for the message when it is kept) and CLI_TIMEOUT.
@@ -42,3 +43,27 @@ free_port() {
 }
 
 cli() { timeout "$CLI_TIMEOUT" redis-cli -h 127.0.0.1 "$@"; }
+
+# wait_ready NAME PID LOG EXPECT CMD...: waits up to 15 s until CMD prints a
+# line matching the regex EXPECT, and fails with the log's tail if NAME exits
+# or never answers.
+wait_ready() {
+  local name=$1 pid=$2 logf=$3 expect=$4 out i
+  shift 4
+  for i in $(seq 150); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "---- last lines of $name's output ($logf) ----" >&2
+      tail -n 20 "$logf" >&2 2>/dev/null || true
+      die "$name exited during startup (see above)"
+    fi
+    if out=$("$@" 2>&1) && grep -Eq "$expect" <<<"$out"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "---- last lines of $name's output ($logf) ----" >&2
+  tail -n 20 "$logf" >&2 2>/dev/null || true
+  echo "---- last answer to '$*': ----" >&2
+  echo "${out:-}" >&2
+  die "$name did not become ready within 15 s"
+}

@@ -61,26 +61,6 @@ KEPT="logs and JSON reports"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-# wait_ready NAME PID LOG PORT: waits up to 15 s until PORT answers PING, and
-# fails with the log's tail if NAME exits or never answers.
-wait_ready() {
-  local name=$1 pid=$2 logf=$3 port=$4 i
-  for i in $(seq 150); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "---- last lines of $name's output ($logf) ----" >&2
-      tail -n 20 "$logf" >&2 2>/dev/null || true
-      die "$name exited during startup (see above)"
-    fi
-    if [ "$(cli -p "$port" PING 2>/dev/null)" = PONG ]; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "---- last lines of $name's output ($logf) ----" >&2
-  tail -n 20 "$logf" >&2 2>/dev/null || true
-  die "$name did not answer PING on port $port within 15 s"
-}
-
 # run_load NAME ARGS...: runs roomload with the workload flags, its JSON
 # report in $TMP/NAME.json (progress and flag errors on stderr); a failed
 # check (exit 1) still has a report, anything else stops the script.
@@ -122,7 +102,7 @@ redis-server --save '' --appendonly no --bind 127.0.0.1 --port "$REDIS_PORT" \
   --daemonize no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
-wait_ready redis-server "$REDIS_PID" "$TMP/redis.log" "$REDIS_PORT"
+wait_ready redis-server "$REDIS_PID" "$TMP/redis.log" '^PONG$' cli -p "$REDIS_PORT" PING
 log "redis-server pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
 
 # ------------------------------------------------------------------ running
@@ -142,7 +122,7 @@ REDIS_URL="redis://127.0.0.1:$REDIS_PORT" PROXY_ADDR="127.0.0.1:$PROXY_PORT" \
   "$RP_BIN" -metrics-addr= >"$TMP/roomproxy.log" 2>&1 &
 RP_PID=$!
 PIDS+=("$RP_PID")
-wait_ready roomproxy "$RP_PID" "$TMP/roomproxy.log" "$PROXY_PORT"
+wait_ready roomproxy "$RP_PID" "$TMP/roomproxy.log" '^PONG$' cli -p "$PROXY_PORT" PING
 log "roomproxy pid $RP_PID on 127.0.0.1:$PROXY_PORT, room store: $STORE_DESC"
 
 run_load roomproxy -addr "redis://127.0.0.1:$PROXY_PORT" -upstream "redis://127.0.0.1:$REDIS_PORT" "${MONGO_ARGS[@]}"

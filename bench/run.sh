@@ -98,30 +98,6 @@ KEPT="logs and raw results"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-# wait_ready NAME PID LOG EXPECT CMD...: waits up to 15 s until CMD prints a
-# line matching the regex EXPECT, and fails with the log's tail if NAME exits
-# or never answers.
-wait_ready() {
-  local name=$1 pid=$2 logf=$3 expect=$4 out i
-  shift 4
-  for i in $(seq 150); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "---- last lines of $name's output ($logf) ----" >&2
-      tail -n 20 "$logf" >&2 2>/dev/null || true
-      die "$name exited during startup (see above)"
-    fi
-    if out=$("$@" 2>&1) && grep -Eq "$expect" <<<"$out"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "---- last lines of $name's output ($logf) ----" >&2
-  tail -n 20 "$logf" >&2 2>/dev/null || true
-  echo "---- last answer to '$*': ----" >&2
-  echo "${out:-}" >&2
-  die "$name did not become ready within 15 s"
-}
-
 # --------------------------------------------------------------- preparation
 command -v python3 >/dev/null || die "python3 is needed (free ports, report)"
 if [ -z "${ROOMPROXY_BIN:-}" ] || [ -n "$LATENCY" ]; then
