@@ -262,6 +262,8 @@ RESULTS=$TMP/results.tsv # round depth target test rps p50 p99 sent reached
 : >"$RESULTS"
 CONNS=$TMP/conns.tsv # target round what value
 : >"$CONNS"
+PATHCPU=$TMP/pathcpu.tsv # see bench_one
+: >"$PATHCPU"
 ERRLOG=$TMP/bench-errors.txt
 : >"$ERRLOG"
 FAILED=0
@@ -287,10 +289,23 @@ check_alive() {
   done
 }
 
+# path_sample: KIDS, the CPU ticks of this shell's waited-for children
+# (redis-benchmark, once waited for), and IDLE, the machine's idle and iowait
+# ticks over all CPUs. Builtins only: no fork between the two samples of a run.
+path_sample() {
+  local stat f
+  read -r stat </proc/$$/stat
+  stat=${stat##*) }
+  read -ra f <<<"$stat"
+  KIDS=$((f[13] + f[14])) # cutime and cstime, fields 16 and 17
+  read -ra f </proc/stat
+  IDLE=$((f[4] + f[5]))
+}
+
 # bench_one ROUND DEPTH TARGET
 bench_one() {
   local round=$1 depth=$2 target=$3 port=${PORT[$3]} pid=${PID[$3]}
-  local set0 get0 set1 get1 cpu0 cpu1 up0=0 up1=0 rc=0 csv err line test rps p50 p99 reached sent
+  local set0 get0 set1 get1 cpu0 cpu1 rcpu0 rcpu1 up0=0 up1=0 rc=0 csv err line test rps p50 p99 reached sent
   # redis-benchmark sends whole pipelines: -n rounded up to a multiple of -P.
   sent=$(((REQUESTS + depth - 1) / depth * depth))
   csv=$TMP/bench-$round-$depth-$target.csv
@@ -300,6 +315,10 @@ bench_one() {
   get0=$(cmdstat get)
   cpu0=$(cpu_ticks "$pid")
   if [ "$target" = roomproxy ]; then up0=$(info_field "$port" upstream upstream_commands); fi
+  rcpu0=$(cpu_ticks "$REDIS_PID")
+  # Last before the run, without forking (a fork's CPU would count as the client's).
+  path_sample
+  local t0=$EPOCHREALTIME kids0=$KIDS idle0=$IDLE
 
   # In the background and waited for, so that Ctrl-C or SIGTERM stops the
   # script at once (bash runs traps only between foreground commands).
@@ -308,9 +327,14 @@ bench_one() {
   FG_PID=$!
   wait "$FG_PID" || rc=$?
   FG_PID=""
+  path_sample
+  local t1=$EPOCHREALTIME kids1=$KIDS idle1=$IDLE
   if [ "$rc" -eq 124 ]; then echo "(killed by timeout after ${BENCH_TIMEOUT}s)" >>"$err"; fi
 
   cpu1=$(cpu_ticks "$pid")
+  rcpu1=$(cpu_ticks "$REDIS_PID")
+  # round depth target client proxy redis idle (clock ticks) wall-seconds commands
+  echo -e "$round\t$depth\t$target\t$((kids1 - kids0))\t$((cpu1 - cpu0))\t$((rcpu1 - rcpu0))\t$((idle1 - idle0))\t$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')\t$((2 * sent))" >>"$PATHCPU"
   set1=$(cmdstat set)
   get1=$(cmdstat get)
   CPU[$target]=$((CPU[$target] + cpu1 - cpu0))
@@ -458,6 +482,43 @@ else:
 print()
 print("Goals (per-round ratios, medians over rounds):")
 print("\n".join(goals))
+EOF
+  echo
+  python3 - "$PATHCPU" "$CLK_TCK" "$LATENCY" "$(nproc)" <<'EOF'
+import sys, statistics
+from collections import defaultdict
+hz, latency, ncpu = int(sys.argv[2]), sys.argv[3] != "", int(sys.argv[4])
+per = defaultdict(lambda: defaultdict(list))  # (depth, target) -> column -> per-round values
+for l in open(sys.argv[1]):
+    rnd, depth, target, kids, proxy, redis, idle, wall, cmds = l.rstrip("\n").split("\t")
+    cmds, wall = int(cmds), float(wall)
+    us = lambda ticks: int(ticks) / hz / cmds * 1e6
+    d = per[(int(depth), target)]
+    d["client"].append(us(kids))
+    # Locally, direct's "proxy" is redis-server itself; with --latency it is the latency proxy.
+    d["proxy"].append(None if target == "direct" and not latency else us(proxy))
+    d["redis"].append(us(redis))
+    d["idle"].append(100 * int(idle) / hz / (ncpu * wall) if wall > 0 else None)
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+def fmt(x, spec):
+    return "n/a" if x is None else format(x, spec)
+print("Where the CPU went, per command (medians over rounds, SET and GET runs together): CPU time of redis-benchmark "
+      "(the client), of the proxy under test and of redis-server, in µs; \"whole path\" is their sum. "
+      f"Machine idle is the share of the {ncpu} CPUs' time during the run that no process used."
+      + (" With --latency, direct's proxy column is the latency proxy, whose CPU the other rows do not count." if latency else ""))
+print()
+print("| pipeline | target | client µs | proxy µs | redis-server µs | whole path µs | machine idle |")
+print("|---:|---|---:|---:|---:|---:|---:|")
+for depth in (1, 16):
+    for target in ("direct", "twemproxy", "roomproxy"):
+        d = per.get((depth, target))
+        if not d:
+            continue
+        whole = med([c + (p or 0) + r for c, p, r in zip(d["client"], d["proxy"], d["redis"])])
+        print(f"| {depth} | {target} | {fmt(med(d['client']), '.2f')} | {fmt(med(d['proxy']), '.2f')} | "
+              f"{fmt(med(d['redis']), '.2f')} | {fmt(whole, '.2f')} | {fmt(med(d['idle']), '.0f')} % |")
 EOF
   echo
   python3 - "$CONNS" "$LATENCY" <<'EOF'
