@@ -27,15 +27,19 @@ func args(a ...string) [][]byte {
 // TestConcurrentClientsKeepOrder: 50 clients submit batches of INCRs on
 // their own key at once; batches are merged into shared round trips, and each
 // client still sees 1, 2, 3, ... in order.
+// Over TLS too: the workers and the streams dial through dialUpstream, which
+// puts TLS over a sockio connection.
 func TestConcurrentClientsKeepOrder(t *testing.T) {
-	for _, stream := range []string{"never", "always"} {
-		t.Run("stream="+stream, func(t *testing.T) { testKeepOrder(t, stream) })
+	for _, tls := range []bool{false, true} {
+		for _, stream := range []string{"never", "always"} {
+			t.Run(fmt.Sprintf("stream=%s/tls=%v", stream, tls), func(t *testing.T) { testKeepOrder(t, stream, tls) })
+		}
 	}
 }
 
-func testKeepOrder(t *testing.T, stream string) {
-	r := testredis.Start(t, testredis.Options{})
-	up, err := New(Config{URL: r.URL(), Conns: 2, Stream: stream})
+func testKeepOrder(t *testing.T, stream string, tls bool) {
+	r := testredis.Start(t, testredis.Options{TLS: tls})
+	up, err := New(Config{URL: r.URL(), TLSCAFile: r.CAFile, Conns: 2, Stream: stream})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +80,8 @@ func testKeepOrder(t *testing.T, stream string) {
 	if st.Commands != clients*rounds*per {
 		t.Errorf("commands sent = %d, want %d", st.Commands, clients*rounds*per)
 	}
-	if st.Conns+st.StreamConns > 2 {
-		t.Errorf("%d+%d upstream connections, want at most 2", st.Conns, st.StreamConns)
+	if st.Conns > 2 || st.StreamConns > streams(2) {
+		t.Errorf("%d pooled and %d stream connections, want at most 2 and %d", st.Conns, st.StreamConns, streams(2))
 	}
 	if st.Streaming != (stream == "always") {
 		t.Errorf("streaming = %v with Stream %q", st.Streaming, stream)
