@@ -86,6 +86,11 @@ func testKeepOrder(t *testing.T, stream string, tls bool) {
 	if st.Streaming != (stream == "always") {
 		t.Errorf("streaming = %v with Stream %q", st.Streaming, stream)
 	}
+	// Both paths merge batches that wait together (the workers at the queue,
+	// gatherStreams for the streams); one round trip per batch means neither did.
+	if st.RoundTrips >= clients*rounds {
+		t.Errorf("%d client batches went upstream in %d round trips: none were merged", clients*rounds, st.RoundTrips)
+	}
 	t.Logf("%d client batches went upstream in %d round trips", clients*rounds, st.RoundTrips)
 }
 
