@@ -231,11 +231,18 @@ func failFast(t *testing.T, up *Upstream, n int) time.Duration {
 // TestBreakerRedisKilled: redis-server is killed (-9) under a load of 20
 // concurrent clients. The breaker opens; batches, lanes and subscriptions
 // then fail fast with ErrUnavailable; after a restart the probe closes it and
-// traffic flows again.
+// traffic flows again. Through the pooled workers and through the streams
+// (a remote upstream's path).
 func TestBreakerRedisKilled(t *testing.T) {
+	for _, stream := range []string{"never", "always"} {
+		t.Run("stream="+stream, func(t *testing.T) { breakerRedisKilled(t, stream) })
+	}
+}
+
+func breakerRedisKilled(t *testing.T, stream string) {
 	leakCheck(t)
 	r := testredis.Start(t, testredis.Options{})
-	up, err := New(Config{URL: r.URL(), Timeout: time.Second})
+	up, err := New(Config{URL: r.URL(), Timeout: time.Second, Stream: stream})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -283,6 +283,7 @@ func New(cfg Config) (*Upstream, error) {
 		if tr.To == BreakerOpen {
 			for _, e := range u.engines {
 				e.abandon()
+				e.renewStreams()
 			}
 		}
 	})
@@ -349,11 +350,13 @@ func (u *Upstream) Stats() Stats {
 	}
 	for _, e := range u.engines {
 		s.Conns += int(e.client.PoolStats().TotalConns)
-		for _, c := range e.fdClients {
-			ps := c.PoolStats()
-			s.StreamConns += int(ps.TotalConns)
-			if ps.PipelineStats != nil {
-				s.StreamConns += int(ps.PipelineStats.TotalConns)
+		if ss := e.streams.Load(); ss != nil {
+			for _, c := range ss.clients {
+				ps := c.PoolStats()
+				s.StreamConns += int(ps.TotalConns)
+				if ps.PipelineStats != nil {
+					s.StreamConns += int(ps.PipelineStats.TotalConns)
+				}
 			}
 		}
 		s.Streaming = s.Streaming || e.streaming()
@@ -391,14 +394,14 @@ type engine struct {
 
 	token chan struct{} // held by the one worker waiting at the queue
 
-	fd        []*redis.AutoPipeliner // full-duplex streams (see Config.Stream)
-	fdClients []*redis.Client        // one per stream
-	squeue    chan streamJob         // batches for the streams (see gatherStreams)
-	next      atomic.Uint32          // round robin over fd
-	rttMu     sync.Mutex             // protects the round-trip window below
-	rttMin    [2]time.Duration       // minimum round trip in the previous and the current window
-	rttN      int                    // round trips in the current window
-	slow      atomic.Bool            // the windowed minimum round trip exceeds StreamAbove
+	newStreams func() *streamSet         // nil when streaming is off (Stream "never")
+	streams    atomic.Pointer[streamSet] // the full-duplex streams now (see Config.Stream)
+	squeue     chan streamJob            // batches for the streams (see gatherStreams)
+	next       atomic.Uint32             // round robin over fd
+	rttMu      sync.Mutex                // protects the round-trip window below
+	rttMin     [2]time.Duration          // minimum round trip in the previous and the current window
+	rttN       int                       // round trips in the current window
+	slow       atomic.Bool               // the windowed minimum round trip exceeds StreamAbove
 
 	mu        sync.Mutex    // protects inflight, lastStart and done
 	inflight  int           // round trips under way
@@ -427,24 +430,16 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 		squeue: make(chan streamJob, 1024), token: make(chan struct{}, 1), done: make(chan struct{})}
 	e.token <- struct{}{}
 	if up.cfg.Stream != "never" {
-		// go-redis keeps one autopipeliner per client, on one held
-		// connection: a client per stream. None dials before it is used.
-		for range streams(up.cfg.Conns) {
-			sopt := *opt
-			sopt.PoolSize, sopt.PipelinePoolSize = 1, 1
-			sopt.Dialer = dial
-			sc := redis.NewClient(&sopt)
-			ap, err := sc.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true, MaxBatchSize: 512})
-			if err != nil {
-				sc.Close()
-				break
-			}
-			e.fd = append(e.fd, ap)
-			e.fdClients = append(e.fdClients, sc)
-		}
-		if len(e.fd) > 0 {
+		sopt := *opt
+		sopt.PoolSize, sopt.PipelinePoolSize = 1, 1
+		sopt.Dialer = dial
+		e.newStreams = func() *streamSet { return newStreamSet(&sopt, streams(up.cfg.Conns)) }
+		if ss := e.newStreams(); ss != nil {
+			e.streams.Store(ss)
 			e.wg.Add(1)
 			go e.gatherStreams()
+		} else {
+			e.newStreams = nil
 		}
 	}
 	e.cancels = make([]atomic.Value, up.cfg.Conns)
@@ -453,6 +448,67 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 		go e.work(&e.cancels[i])
 	}
 	return e
+}
+
+// streamSet is an engine's full-duplex streams: go-redis keeps one
+// autopipeliner per client, on one held connection, so each stream is a
+// client of its own. None dials before it is used.
+type streamSet struct {
+	aps     []*redis.AutoPipeliner
+	clients []*redis.Client
+}
+
+// newStreamSet returns n streams, or nil if go-redis refuses the
+// full-duplex options (then the engine does not stream).
+func newStreamSet(opt *redis.Options, n int) *streamSet {
+	s := &streamSet{}
+	for range n {
+		c := redis.NewClient(opt)
+		ap, err := c.AutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true, MaxBatchSize: 512})
+		if err != nil {
+			c.Close()
+			s.close()
+			return nil
+		}
+		s.aps = append(s.aps, ap)
+		s.clients = append(s.clients, c)
+	}
+	return s
+}
+
+func (s *streamSet) close() {
+	for i, ap := range s.aps {
+		ap.Close()
+		s.clients[i].Close()
+	}
+}
+
+// renewStreams replaces the streams with new ones, which dial when first
+// used, and closes the old ones (calls still on them fail). Called when the
+// breaker opens: a stream holds its connection, and one the outage broke
+// could still be held when the breaker closes, failing the first batches
+// after the recovery and opening the breaker again. The pooled connections
+// do not need this: go-redis checks a pooled connection that was idle before
+// it reuses it.
+func (e *engine) renewStreams() {
+	if e.newStreams == nil {
+		return
+	}
+	e.closeMu.RLock()
+	defer e.closeMu.RUnlock()
+	if e.closed {
+		return
+	}
+	ss := e.newStreams()
+	if ss == nil {
+		return
+	}
+	old := e.streams.Swap(ss)
+	e.wg.Add(1)
+	go func() { // closing waits for calls in flight; the breaker's listener must not
+		defer e.wg.Done()
+		old.close()
+	}()
 }
 
 // streams is how many full-duplex streams an engine with conns pooled
@@ -490,7 +546,7 @@ func (e *engine) enqueue(b *batch.Batch) {
 
 // streaming reports whether batches should take the full-duplex path now.
 func (e *engine) streaming() bool {
-	if len(e.fd) == 0 {
+	if e.newStreams == nil {
 		return false
 	}
 	switch e.up.cfg.Stream {
@@ -561,7 +617,8 @@ func (e *engine) streamed(jobs []streamJob, n int) {
 			cmds = append(cmds, redis.NewRawCmd(context.Background(), ia.next(args)...))
 		}
 	}
-	ap := e.fd[int(e.next.Add(1))%len(e.fd)]
+	ss := e.streams.Load()
+	ap := ss.aps[int(e.next.Add(1))%len(ss.aps)]
 	start := time.Now()
 	err := ap.FDPipelined(context.Background(), cmds)
 	if errors.Is(err, redis.ErrFDPipelineDiverts) || errors.Is(err, redis.ErrFDPipelineUnavailable) {
@@ -619,10 +676,6 @@ func (e *engine) observe(d time.Duration) {
 }
 
 func (e *engine) close() error {
-	for i, ap := range e.fd {
-		ap.Close()
-		e.fdClients[i].Close()
-	}
 	e.closeMu.Lock()
 	if !e.closed {
 		e.closed = true
@@ -630,6 +683,9 @@ func (e *engine) close() error {
 		close(e.squeue)
 	}
 	e.closeMu.Unlock()
+	if ss := e.streams.Load(); ss != nil {
+		ss.close() // after closed is set: renewStreams no longer swaps
+	}
 	e.wg.Wait()
 	return e.client.Close()
 }
