@@ -397,7 +397,7 @@ type engine struct {
 	newStreams func() *streamSet         // nil when streaming is off (Stream "never")
 	streams    atomic.Pointer[streamSet] // the full-duplex streams now (see Config.Stream)
 	squeue     chan streamJob            // batches for the streams (see gatherStreams)
-	next       atomic.Uint32             // round robin over fd
+	next       atomic.Uint32             // round robin over the streams
 	rttMu      sync.Mutex                // protects the round-trip window below
 	rttMin     [2]time.Duration          // minimum round trip in the previous and the current window
 	rttN       int                       // round trips in the current window
