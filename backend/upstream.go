@@ -520,13 +520,31 @@ func (e *engine) renewStreams() {
 func streams(conns int) int { return (conns + 1) / 2 }
 
 func (e *engine) submit(b *batch.Batch, ticket uint64) {
+	streaming := e.streaming() && !b.Tx
+	if streaming && b.Len() >= streamGroupMax {
+		// A group of its own anyway: sent from this goroutine, without the
+		// hop through gatherStreams (and without holding closeMu for the
+		// round trip: streamed may need it to hand the batch to the workers).
+		e.closeMu.RLock()
+		closed := e.closed
+		if !closed {
+			e.wg.Add(1)
+		}
+		e.closeMu.RUnlock()
+		if closed {
+			b.Fail(errClosed)
+			return
+		}
+		e.streamed([]streamJob{{b, ticket}}, b.Len())
+		return
+	}
 	e.closeMu.RLock()
 	defer e.closeMu.RUnlock()
 	if e.closed {
 		b.Fail(errClosed)
 		return
 	}
-	if e.streaming() && !b.Tx {
+	if streaming {
 		e.squeue <- streamJob{b, ticket}
 		return
 	}

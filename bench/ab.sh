@@ -4,7 +4,7 @@
 # direct Redis and twemproxy as references. Rounds are interleaved and the
 # order rotates, so a slow phase of this shared machine hits every target.
 #
-# Usage: bash bench/ab.sh [--rounds N] [--requests N] [--pipeline P] [--pin] A B
+# Usage: bash bench/ab.sh [--rounds N] [--requests N] [--pipeline P] [--latency MS] [--pin] A B
 #   A, B: git revisions (built in temporary worktrees) or roomproxy binaries
 #   e.g. bash bench/ab.sh c2e34bc HEAD
 # See bench/README.md.
@@ -19,8 +19,10 @@ worktree) or paths to roomproxy binaries.
 
   --rounds N     rounds; the target order rotates every round (default 6)
   --requests N   requests per redis-benchmark run and test (default 500000
-                 with -P 16, 100000 with -P 1)
+                 with -P 16, 100000 with -P 1; with --latency 40000 and 20000)
   --pipeline P   redis-benchmark -P (default 16)
+  --latency MS   put bench/latencyproxy (MS of round trip) in front of
+                 redis-server; "direct" is then the latency proxy
   --clients N    redis-benchmark connections (-c, default 50)
   --pin          redis-benchmark on CPU 0, everything else on CPU 1
   -h, --help     this help
@@ -42,6 +44,7 @@ REQUESTS=""
 PIPELINE=16
 CLIENTS=50
 PIN=""
+LATENCY=""
 REVS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
     --requests) [ $# -ge 2 ] || die "--requests needs a value"; REQUESTS=$2; shift 2 ;;
     --pipeline) [ $# -ge 2 ] || die "--pipeline needs a value"; PIPELINE=$2; shift 2 ;;
     --clients) [ $# -ge 2 ] || die "--clients needs a value"; CLIENTS=$2; shift 2 ;;
+    --latency) [ $# -ge 2 ] || die "--latency needs a value"; LATENCY=$2; shift 2 ;;
     --pin) PIN=1; shift ;;
     -h | --help) usage; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
@@ -56,9 +60,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ ${#REVS[@]} -eq 2 ] || die "want two builds, A and B (see --help)"
-for v in "$ROUNDS" "$PIPELINE" "$CLIENTS"; do is_uint "$v" && [ "$v" -gt 0 ] || die "not a positive integer: $v"; done
+for v in "$ROUNDS" "$PIPELINE" "$CLIENTS" ${LATENCY:+"$LATENCY"}; do is_uint "$v" && [ "$v" -gt 0 ] || die "not a positive integer: $v"; done
 if [ -z "$REQUESTS" ]; then
-  if [ "$PIPELINE" -gt 1 ]; then REQUESTS=500000; else REQUESTS=100000; fi
+  if [ -n "$LATENCY" ]; then
+    if [ "$PIPELINE" -gt 1 ]; then REQUESTS=40000; else REQUESTS=20000; fi
+  elif [ "$PIPELINE" -gt 1 ]; then REQUESTS=500000; else REQUESTS=100000; fi
 fi
 is_uint "$REQUESTS" && [ "$REQUESTS" -gt 0 ] || die "--requests: not a positive integer: $REQUESTS"
 for i in 0 1; do
@@ -105,6 +111,11 @@ for i in 0 1; do
   NAME[$label]="$rev ($(git rev-parse --short "$commit"))"
 done
 
+if [ -n "$LATENCY" ]; then
+  log "building latencyproxy"
+  go build -o "$TMP/latencyproxy" ./bench/latencyproxy || die "building bench/latencyproxy failed"
+fi
+
 # --------------------------------------------------------------- processes
 UP_PORT=$(free_port)
 "${SERVER_CPU[@]}" redis-server --port "$UP_PORT" --bind 127.0.0.1 --save '' --appendonly no \
@@ -114,6 +125,13 @@ declare -A PORT PID
 PORT[direct]=$UP_PORT
 PID[direct]=$!
 wait_ready redis-server "${PID[direct]}" "$TMP/redis.log" '^PONG$' cli -p "$UP_PORT" PING
+if [ -n "$LATENCY" ]; then
+  # Everything, "direct" included, goes through the latency proxy.
+  start_latencyproxy "$TMP/latencyproxy" "$UP_PORT" "$LATENCY"
+  UP_PORT=$LAT_PORT
+  PORT[direct]=$LAT_PORT
+  PID[direct]=$LAT_PID
+fi
 
 PORT[twemproxy]=$(free_port)
 cat >"$TMP/nutcracker.yml" <<EOF
@@ -164,7 +182,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ------------------------------------------------------------------- report
-echo "## roomproxy A vs B: redis-benchmark -c $CLIENTS -n $REQUESTS -P $PIPELINE -t set,get, $ROUNDS rounds$([ -n "$PIN" ] && echo ', pinned')"
+echo "## roomproxy A vs B: redis-benchmark -c $CLIENTS -n $REQUESTS -P $PIPELINE -t set,get, $ROUNDS rounds$([ -n "$LATENCY" ] && echo ", +$LATENCY ms round trip")$([ -n "$PIN" ] && echo ', pinned')"
 echo
 echo "A = ${NAME[A]}, B = ${NAME[B]}"
 echo
@@ -191,4 +209,4 @@ print()
 print(f"B / A per round (median): SET {ratio('B', 'A', 0):.3f}, GET {ratio('B', 'A', 1):.3f}")
 EOF
 echo
-echo "CPU: user+system time of the process under test during its own runs (clock ticks of 1/$(getconf CLK_TCK) s) over the commands it was sent; for direct that is redis-server's own CPU. Machine: $(date -u), nproc $(nproc)."
+echo "CPU: user+system time of the process under test during its own runs (clock ticks of 1/$(getconf CLK_TCK) s) over the commands it was sent; for direct that is redis-server's own CPU$([ -n "$LATENCY" ] && echo " (with --latency, the latency proxy's)"). Machine: $(date -u), nproc $(nproc)."

@@ -1,7 +1,8 @@
 # Shared by bench/run.sh, bench/ab.sh and bench/roomload.sh (sourced, not
 # run): a temp dir, background processes stopped on exit (SIGTERM, then
-# SIGKILL after 5 s), free loopback ports, redis-cli with a timeout, and
-# wait_ready for a server to answer (it calls the script's die).
+# SIGKILL after 5 s), free loopback ports, redis-cli with a timeout,
+# wait_ready for a server to answer (it calls the script's die), and
+# start_latencyproxy.
 #
 # Before sourcing, set SCRIPT (the script's name, for messages), KEPT (what
 # the temp dir holds, for the message when it is kept) and CLI_TIMEOUT.
@@ -66,4 +67,27 @@ wait_ready() {
   echo "---- last answer to '$*': ----" >&2
   echo "${out:-}" >&2
   die "$name did not become ready within 15 s"
+}
+
+# start_latencyproxy BIN REDIS_PORT MS: starts bench/latencyproxy (built at
+# BIN) in front of redis-server on REDIS_PORT, adding MS of round trip, with
+# SERVER_CPU's placement; sets LAT_PID and LAT_PORT.
+start_latencyproxy() {
+  local bin=$1 redis_port=$2 ms=$3 addr i
+  "${SERVER_CPU[@]}" "$bin" -listen 127.0.0.1:0 -upstream "127.0.0.1:$redis_port" \
+    -latency-ms "$ms" >"$TMP/latencyproxy.out" 2>"$TMP/latencyproxy.log" &
+  LAT_PID=$!
+  PIDS+=("$LAT_PID")
+  for i in $(seq 100); do
+    [ -s "$TMP/latencyproxy.out" ] && break
+    kill -0 "$LAT_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  addr=$(head -n 1 "$TMP/latencyproxy.out" 2>/dev/null || true)
+  [[ "$addr" =~ ^127\.0\.0\.1:[0-9]+$ ]] || {
+    tail -n 20 "$TMP/latencyproxy.log" >&2 || true
+    die "latencyproxy did not start (it printed '$addr')"
+  }
+  LAT_PORT=${addr##*:}
+  wait_ready latencyproxy "$LAT_PID" "$TMP/latencyproxy.log" '^PONG$' cli -p "$LAT_PORT" PING
 }

@@ -138,22 +138,8 @@ log "redis-server pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
 # What the proxies (and "direct") connect to: redis-server, or the latency proxy.
 UP_PORT=$REDIS_PORT
 if [ -n "$LATENCY" ]; then
-  "${SERVER_CPU[@]}" bench/.bin/latencyproxy -listen 127.0.0.1:0 -upstream "127.0.0.1:$REDIS_PORT" \
-    -latency-ms "$LATENCY" >"$TMP/latencyproxy.out" 2>"$TMP/latencyproxy.log" &
-  LAT_PID=$!
-  PIDS+=("$LAT_PID")
-  for i in $(seq 100); do
-    [ -s "$TMP/latencyproxy.out" ] && break
-    kill -0 "$LAT_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  LAT_ADDR=$(head -n 1 "$TMP/latencyproxy.out" 2>/dev/null || true)
-  [[ "$LAT_ADDR" =~ ^127\.0\.0\.1:[0-9]+$ ]] || {
-    tail -n 20 "$TMP/latencyproxy.log" >&2 || true
-    die "latencyproxy did not start (it printed '$LAT_ADDR')"
-  }
-  UP_PORT=${LAT_ADDR##*:}
-  wait_ready latencyproxy "$LAT_PID" "$TMP/latencyproxy.log" '^PONG$' cli -p "$UP_PORT" PING
+  start_latencyproxy bench/.bin/latencyproxy "$REDIS_PORT" "$LATENCY"
+  UP_PORT=$LAT_PORT
   log "latencyproxy pid $LAT_PID on 127.0.0.1:$UP_PORT (+${LATENCY} ms round trip) -> redis-server"
 fi
 
