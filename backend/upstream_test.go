@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,6 +220,76 @@ func TestClosedUpstreamFailsBatches(t *testing.T) {
 	if b.Replies[0].Err != errClosed {
 		t.Fatalf("got %+v", b.Replies[0])
 	}
+}
+
+// TestCloseWhileStreaming: Close while 20 clients keep submitting batches of
+// both sizes to the streams (gathered and sent directly). Every batch
+// submitted completes, with replies or an error, and Close returns with no
+// goroutine left (TestMain's goleak).
+func TestCloseWhileStreaming(t *testing.T) {
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), Stream: "always"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var done, failed atomic.Int64
+	stop := make(chan struct{})
+	defer func() { // also when the test fails: the clients stop, then Close
+		close(stop)
+		all := make(chan struct{})
+		go func() { wg.Wait(); close(all) }()
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second):
+			t.Error("a client's batch never completed")
+		}
+		up.Close()
+	}()
+	for c := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := batch.New()
+			key := fmt.Sprint("close:", c)
+			for i := 0; i < 1_000_000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				b.Reset(2)
+				for range 1 + (i%2)*streamGroupMax {
+					b.Add(args("INCR", key), false)
+				}
+				up.Submit(b)
+				b.Wait()
+				done.Add(1)
+				if b.Replies[0].Err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for done.Load() < 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("fewer than 200 batches within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() {
+		up.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return within 10 s")
+	}
+	t.Logf("%d batches so far, %d failed", done.Load(), failed.Load())
+	// The deferred function waits for every client's last batch.
 }
 
 // BenchmarkUpstream: 50 concurrent submitters of one-command batches (as 50
