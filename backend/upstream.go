@@ -433,7 +433,7 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 		sopt := *opt
 		sopt.PoolSize, sopt.PipelinePoolSize = 1, 1
 		sopt.Dialer = dial
-		e.newStreams = func() *streamSet { return newStreamSet(&sopt, streams(up.cfg.Conns)) }
+		e.newStreams = func() *streamSet { return newStreamSet(&sopt, streamCount(up.cfg.Conns)) }
 		if ss := e.newStreams(); ss != nil {
 			e.streams.Store(ss)
 			e.wg.Add(1)
@@ -511,13 +511,13 @@ func (e *engine) renewStreams() {
 	}()
 }
 
-// streams is how many full-duplex streams an engine with conns pooled
+// streamCount is how many full-duplex streams an engine with conns pooled
 // connections keeps: half as many, at least one. A stream has no round trip
 // to wait for, so one carries what several pooled connections do (at 15 ms,
 // one stream kept 0.97 to 0.98 of direct Redis's -P 16 throughput, two
 // 0.99 to 1.00); the pooled connections stay open for transactions, so
 // every stream is one more upstream connection.
-func streams(conns int) int { return (conns + 1) / 2 }
+func streamCount(conns int) int { return (conns + 1) / 2 }
 
 func (e *engine) submit(b *batch.Batch, ticket uint64) {
 	streaming := e.streaming() && !b.Tx

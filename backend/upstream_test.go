@@ -84,8 +84,8 @@ func testKeepOrder(t *testing.T, stream string, tls bool, per int) {
 	if st.Commands != int64(clients*rounds*per) {
 		t.Errorf("commands sent = %d, want %d", st.Commands, clients*rounds*per)
 	}
-	if st.Conns > 2 || st.StreamConns > streams(2) {
-		t.Errorf("%d pooled and %d stream connections, want at most 2 and %d", st.Conns, st.StreamConns, streams(2))
+	if st.Conns > 2 || st.StreamConns > streamCount(2) {
+		t.Errorf("%d pooled and %d stream connections, want at most 2 and %d", st.Conns, st.StreamConns, streamCount(2))
 	}
 	if st.Streaming != (stream == "always") {
 		t.Errorf("streaming = %v with Stream %q", st.Streaming, stream)
