@@ -520,46 +520,39 @@ func (e *engine) renewStreams() {
 func streamCount(conns int) int { return (conns + 1) / 2 }
 
 func (e *engine) submit(b *batch.Batch, ticket uint64) {
-	streaming := e.streaming() && !b.Tx
-	if streaming && b.Len() >= streamGroupMax {
+	switch {
+	case !e.streaming() || b.Tx:
+		e.enqueue(b)
+	case b.Len() >= streamGroupMax:
 		// A group of its own anyway: sent from this goroutine, without the
 		// hop through gatherStreams (and without holding closeMu for the
 		// round trip: streamed may need it to hand the batch to the workers).
-		e.closeMu.RLock()
-		closed := e.closed
-		if !closed {
-			e.wg.Add(1)
+		if e.whileOpen(b, func() { e.wg.Add(1) }) {
+			e.streamed([]streamJob{{b, ticket}}, b.Len())
 		}
-		e.closeMu.RUnlock()
-		if closed {
-			b.Fail(errClosed)
-			return
-		}
-		e.streamed([]streamJob{{b, ticket}}, b.Len())
-		return
+	default:
+		e.whileOpen(b, func() { e.squeue <- streamJob{b, ticket} })
 	}
-	e.closeMu.RLock()
-	defer e.closeMu.RUnlock()
-	if e.closed {
-		b.Fail(errClosed)
-		return
-	}
-	if streaming {
-		e.squeue <- streamJob{b, ticket}
-		return
-	}
-	e.queue <- b
 }
 
-// enqueue hands b to the pipelined workers; for batches a stream refused.
+// enqueue hands b to the pipelined workers.
 func (e *engine) enqueue(b *batch.Batch) {
+	e.whileOpen(b, func() { e.queue <- b })
+}
+
+// whileOpen runs f, which sends b on (to a queue, or to the wait group of
+// calls in flight), while the engine cannot close, and reports whether it
+// did; on a closed engine it fails b instead. Close waits for it, so nothing
+// is sent on a closed queue or added to the wait group after Close waits.
+func (e *engine) whileOpen(b *batch.Batch, f func()) bool {
 	e.closeMu.RLock()
 	defer e.closeMu.RUnlock()
 	if e.closed {
 		b.Fail(errClosed)
-		return
+		return false
 	}
-	e.queue <- b
+	f()
+	return true
 }
 
 // streaming reports whether batches should take the full-duplex path now.
@@ -586,6 +579,8 @@ type streamJob struct {
 	ticket uint64
 }
 
+func (j streamJob) len() int { return j.b.Len() }
+
 // gatherStreams takes the batches submitted for the streams and sends the
 // ones that are queued together as one contiguous FDPipelined call, each
 // call on its own goroutine (it waits a round trip). A stream's writer
@@ -609,21 +604,7 @@ func (e *engine) gatherStreams() {
 			return
 		}
 		runtime.Gosched()
-		jobs := []streamJob{j}
-		n := j.b.Len()
-	more:
-		for n < streamGroupMax {
-			select {
-			case j, ok := <-e.squeue:
-				if !ok {
-					break more
-				}
-				jobs = append(jobs, j)
-				n += j.b.Len()
-			default:
-				break more
-			}
-		}
+		jobs, n := takeQueued(e.squeue, []streamJob{j}, j.b.Len(), streamGroupMax, streamJob.len)
 		e.wg.Add(1)
 		go e.streamed(jobs, n)
 	}
@@ -776,23 +757,30 @@ func (e *engine) gather(batches *[]*batch.Batch, n int) {
 		}
 		timer.Stop()
 	}
-collect:
-	for n < max {
-		select {
-		case more, ok := <-e.queue:
-			if !ok {
-				break collect
-			}
-			*batches = append(*batches, more)
-			n += more.Len()
-		default:
-			break collect
-		}
-	}
+	*batches, _ = takeQueued(e.queue, *batches, n, max, (*batch.Batch).Len)
 	e.mu.Lock()
 	e.inflight++
 	e.lastStart = time.Now()
 	e.mu.Unlock()
+}
+
+// takeQueued appends to got what ch holds now, without waiting, until the
+// commands counted by size reach max (n are in got already) or ch is empty
+// or closed; it returns got and the new count.
+func takeQueued[T any](ch <-chan T, got []T, n, max int, size func(T) int) ([]T, int) {
+	for n < max {
+		select {
+		case x, ok := <-ch:
+			if !ok {
+				return got, n
+			}
+			got = append(got, x)
+			n += size(x)
+		default:
+			return got, n
+		}
+	}
+	return got, n
 }
 
 // finished records the end of a round trip and wakes a worker waiting for it.
