@@ -287,6 +287,63 @@ func breakerRedisKilled(t *testing.T, stream string) {
 	}
 }
 
+// TestStreamsNotDialedWhileOpen: a batch that reaches the streams after the
+// breaker opened (Submit admitted it just before) fails fast and does not
+// dial the streams renewed for the outage. Such a dial fails, and go-redis
+// then answers that stream's later dials with the cached error until its
+// once-a-second redial succeeds: the first batches after the recovery
+// failed and opened the breaker a second time (TestBreakerRedisKilled, about
+// one run in forty).
+func TestStreamsNotDialedWhileOpen(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	up, err := New(Config{URL: r.URL(), Timeout: time.Second, Stream: "always",
+		Breaker: BreakerConfig{Failures: 1, OpenTimeout: 50 * time.Millisecond, ProbeInterval: 10 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	w := watchBreaker(up)
+	e := up.engine(2)
+	b := batch.New()
+	send := func(submit func(*batch.Batch)) error {
+		b.Reset(1)
+		b.Add(args("SET", "k", "v"), false)
+		submit(b)
+		b.Wait()
+		return b.Replies[0].Err
+	}
+	for i := range 10 { // both streams dialed and in use
+		if err := send(up.Submit); err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+	}
+	before := e.streams.Load()
+
+	r.Kill()
+	eventually(t, 5*time.Second, "breaker open", func() bool {
+		send(up.Submit)
+		return up.Breaker().State() == BreakerOpen
+	})
+	eventually(t, 5*time.Second, "streams renewed", func() bool { return e.streams.Load() != before })
+	for i := range 4 { // past Submit's admission, as if admitted before the opening; both streams
+		if err := send(e.submit); err != ErrUnavailable {
+			t.Errorf("stale batch %d while open: %v", i, err)
+		}
+	}
+
+	r.Restart()
+	w.first(t, BreakerClosed, 5*time.Second)
+	for i := range 20 { // at once: well within go-redis's one-second redial
+		if err := send(up.Submit); err != nil {
+			t.Errorf("batch %d after the recovery: %v", i, err)
+		}
+	}
+	if st := up.Stats().Breaker; st.Transitions[BreakerClosed][BreakerOpen] != 1 {
+		t.Errorf("breaker opened %d times: %+v", st.Transitions[BreakerClosed][BreakerOpen], st)
+	}
+}
+
 // TestBreakerBlackhole: the link to redis-server starts dropping everything
 // (toxiproxy timeout 0, both ways) under load. The breaker opens, no client
 // waits longer than the upstream deadline plus slack, and while open batches

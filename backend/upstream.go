@@ -299,12 +299,11 @@ func (u *Upstream) Breaker() *Breaker { return u.breaker }
 // circuit breaker is not closed the batch fails at once: every reply is
 // ErrUnavailable and nothing is sent.
 func (u *Upstream) Submit(b *batch.Batch) {
-	ticket, ok := u.breaker.admit()
-	if !ok {
+	if !u.breaker.allows() {
 		u.reject(b)
 		return
 	}
-	u.engine(b.Proto).submit(b, ticket)
+	u.engine(b.Proto).submit(b)
 }
 
 // SubmitRecovery is Submit for the breaker's OnRecover hook (a re-sync
@@ -396,7 +395,7 @@ type engine struct {
 
 	newStreams func() *streamSet         // nil when streaming is off (Stream "never")
 	streams    atomic.Pointer[streamSet] // the full-duplex streams now (see Config.Stream)
-	squeue     chan streamJob            // batches for the streams (see gatherStreams)
+	squeue     chan *batch.Batch         // batches for the streams (see gatherStreams)
 	next       atomic.Uint32             // round robin over the streams
 	rttMu      sync.Mutex                // protects the round-trip window below
 	rttMin     [2]time.Duration          // minimum round trip in the previous and the current window
@@ -427,7 +426,7 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 	popt.Dialer = dial
 	client := redis.NewClient(&popt)
 	e := &engine{up: up, client: client, queue: make(chan *batch.Batch, 1024),
-		squeue: make(chan streamJob, 1024), token: make(chan struct{}, 1), done: make(chan struct{})}
+		squeue: make(chan *batch.Batch, 1024), token: make(chan struct{}, 1), done: make(chan struct{})}
 	e.token <- struct{}{}
 	if up.cfg.Stream != "never" {
 		sopt := *opt
@@ -519,7 +518,7 @@ func (e *engine) renewStreams() {
 // every stream is one more upstream connection.
 func streamCount(conns int) int { return (conns + 1) / 2 }
 
-func (e *engine) submit(b *batch.Batch, ticket uint64) {
+func (e *engine) submit(b *batch.Batch) {
 	switch {
 	case !e.streaming() || b.Tx:
 		e.enqueue(b)
@@ -528,10 +527,10 @@ func (e *engine) submit(b *batch.Batch, ticket uint64) {
 		// hop through gatherStreams (and without holding closeMu for the
 		// round trip: streamed may need it to hand the batch to the workers).
 		if e.whileOpen(b, func() { e.wg.Add(1) }) {
-			e.streamed([]streamJob{{b, ticket}}, b.Len())
+			e.streamed([]*batch.Batch{b}, b.Len())
 		}
 	default:
-		e.whileOpen(b, func() { e.squeue <- streamJob{b, ticket} })
+		e.whileOpen(b, func() { e.squeue <- b })
 	}
 }
 
@@ -573,14 +572,6 @@ func (e *engine) streaming() bool {
 // before it stops adding batches.
 const streamGroupMax = 16
 
-// streamJob is a batch for the streams and the breaker's admission of it.
-type streamJob struct {
-	b      *batch.Batch
-	ticket uint64
-}
-
-func (j streamJob) len() int { return j.b.Len() }
-
 // gatherStreams takes the batches submitted for the streams and sends the
 // ones that are queued together as one contiguous FDPipelined call, each
 // call on its own goroutine (it waits a round trip). A stream's writer
@@ -599,53 +590,71 @@ func (j streamJob) len() int { return j.b.Len() }
 func (e *engine) gatherStreams() {
 	defer e.wg.Done()
 	for {
-		j, ok := <-e.squeue
+		b, ok := <-e.squeue
 		if !ok {
 			return
 		}
 		runtime.Gosched()
-		jobs, n := takeQueued(e.squeue, []streamJob{j}, j.b.Len(), streamGroupMax, streamJob.len)
+		jobs, n := takeQueued(e.squeue, []*batch.Batch{b}, b.Len(), streamGroupMax, (*batch.Batch).Len)
 		e.wg.Add(1)
 		go e.streamed(jobs, n)
 	}
 }
 
-// streamed runs jobs (n commands) as one contiguous batch on a full-duplex
-// stream. If the stream refuses them, having sent nothing, they go to the
-// pipelined workers instead.
-func (e *engine) streamed(jobs []streamJob, n int) {
+// streamed runs batches (n commands) as one contiguous batch on a
+// full-duplex stream. If the stream refuses them, having sent nothing, they
+// go to the pipelined workers instead.
+//
+// The breaker admits them again here, as it admits each of the workers'
+// round trips when it starts: it may have opened since Submit, and its
+// renewStreams replaced the streams. Batches admitted before the opening
+// must not reach the new streams: they would dial the upstream that is down,
+// and go-redis then answers every later dial of that stream with the cached
+// error until its once-a-second redial succeeds, which can be after the
+// breaker has closed again (the first batches after a recovery failed and
+// opened it a second time). The streams are read between two looks at the
+// breaker, so they are the ones of the state the batches are admitted in.
+func (e *engine) streamed(batches []*batch.Batch, n int) {
 	defer e.wg.Done()
+	br := e.up.breaker
+	ticket, ok := br.admit()
+	ss := e.streams.Load()
+	if now, _ := br.admit(); !ok || now != ticket {
+		for _, b := range batches {
+			e.up.reject(b)
+		}
+		return
+	}
 	nargs := 0
-	for _, j := range jobs {
-		nargs += argCount(j.b.Cmds)
+	for _, b := range batches {
+		nargs += argCount(b.Cmds)
 	}
 	cmds := make([]redis.Cmder, 0, n)
 	ia := argsFor(nargs)
-	for _, j := range jobs {
-		for _, args := range j.b.Cmds {
+	for _, b := range batches {
+		for _, args := range b.Cmds {
 			cmds = append(cmds, redis.NewRawCmd(context.Background(), ia.next(args)...))
 		}
 	}
-	ss := e.streams.Load()
 	ap := ss.aps[int(e.next.Add(1))%len(ss.aps)]
 	start := time.Now()
 	err := ap.FDPipelined(context.Background(), cmds)
 	if errors.Is(err, redis.ErrFDPipelineDiverts) || errors.Is(err, redis.ErrFDPipelineUnavailable) {
-		for _, j := range jobs {
-			e.enqueue(j.b)
+		for _, b := range batches {
+			e.enqueue(b)
 		}
 		return
 	}
 	e.observe(time.Since(start))
 	e.up.account(len(cmds), err)
-	for _, j := range jobs {
-		bc := cmds[:j.b.Len()]
-		cmds = cmds[j.b.Len():]
-		e.up.breaker.record(j.ticket, outcomeOf(err, bc))
+	for _, b := range batches {
+		bc := cmds[:b.Len()]
+		cmds = cmds[b.Len():]
+		br.record(ticket, outcomeOf(err, bc))
 		for i, c := range bc {
-			j.b.Replies[i] = replyOf(c.(*redis.RawCmd), err)
+			b.Replies[i] = replyOf(c.(*redis.RawCmd), err)
 		}
-		j.b.Done()
+		b.Done()
 	}
 }
 
