@@ -30,7 +30,7 @@ func args(a ...string) [][]byte {
 // client still sees 1, 2, 3, ... in order.
 // Over TLS too: the workers and the streams dial through dialUpstream, which
 // puts TLS over a sockio connection. Batches of 5 commands go to the streams
-// through gatherStreams, batches of 20 straight from the caller.
+// through a leading caller (see lead), batches of 20 straight from theirs.
 func TestConcurrentClientsKeepOrder(t *testing.T) {
 	for _, tls := range []bool{false, true} {
 		for _, stream := range []string{"never", "always"} {
@@ -91,7 +91,7 @@ func testKeepOrder(t *testing.T, stream string, tls bool, per int) {
 		t.Errorf("streaming = %v with Stream %q", st.Streaming, stream)
 	}
 	// The workers merge batches that wait together at the queue, and so does
-	// gatherStreams for batches under streamGroupMax; one round trip per batch
+	// a stream leader for batches under streamGroupMax; one round trip per batch
 	// means neither did.
 	if (stream == "never" || per < streamGroupMax) && st.RoundTrips >= int64(clients*rounds) {
 		t.Errorf("%d client batches went upstream in %d round trips: none were merged", clients*rounds, st.RoundTrips)
