@@ -62,6 +62,20 @@ func startProxyWith(t *testing.T, bcfg backend.Config, mk func(*backend.Upstream
 
 type rawConn = resptest.Conn
 
+// forEachStreamMode runs f with the upstream's batches on the pooled
+// workers ("never", a local Redis's path) and on the full-duplex streams
+// ("always", the path a remote upstream such as Upstash takes; UPSTREAM_STREAM
+// auto switches to it above 2 ms round trips, which loopback never has).
+// The two run in parallel, each against servers of its own.
+func forEachStreamMode(t *testing.T, f func(t *testing.T, stream string)) {
+	for _, stream := range []string{"never", "always"} {
+		t.Run("stream="+stream, func(t *testing.T) {
+			t.Parallel()
+			f(t, stream)
+		})
+	}
+}
+
 func dialRaw(t *testing.T, addr string) *rawConn { return resptest.Dial(t, addr) }
 
 func encode(args ...string) string { return resptest.Encode(args...) }

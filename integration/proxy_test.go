@@ -19,11 +19,17 @@ import (
 // TestRepliesMatchRedisByteForByte sends the same commands to a redis-server
 // directly and to roomproxy in front of another, identical redis-server, and
 // compares the raw reply bytes: a status stays a status, a bulk stays a bulk,
-// and errors carry Redis's text.
+// and errors carry Redis's text. Through the pooled workers and through the
+// full-duplex streams (a remote upstream's path, which reads replies
+// differently).
 func TestRepliesMatchRedisByteForByte(t *testing.T) {
+	forEachStreamMode(t, repliesMatchRedisByteForByte)
+}
+
+func repliesMatchRedisByteForByte(t *testing.T, stream string) {
 	direct := testredis.Start(t, testredis.Options{})
 	behind := testredis.Start(t, testredis.Options{})
-	p := startProxy(t, backend.Config{URL: behind.URL()}, proxy.Config{})
+	p := startProxy(t, backend.Config{URL: behind.URL(), Stream: stream}, proxy.Config{})
 
 	sequences := map[string][][]string{
 		"resp2": {
@@ -92,9 +98,11 @@ func TestRepliesMatchRedisByteForByte(t *testing.T) {
 	}
 }
 
-func TestGoRedisClients(t *testing.T) {
+func TestGoRedisClients(t *testing.T) { forEachStreamMode(t, goRedisClients) }
+
+func goRedisClients(t *testing.T, stream string) {
 	r := testredis.Start(t, testredis.Options{})
-	p := startProxy(t, backend.Config{URL: r.URL()}, proxy.Config{})
+	p := startProxy(t, backend.Config{URL: r.URL(), Stream: stream}, proxy.Config{})
 	for _, proto := range []int{2, 3} {
 		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
 			ctx := context.Background()
@@ -297,9 +305,11 @@ func TestRedisCLI(t *testing.T) {
 
 // TestRedisBenchmarkRunsClean runs redis-benchmark through roomproxy and
 // checks every test ran with no error reply.
-func TestRedisBenchmarkRunsClean(t *testing.T) {
+func TestRedisBenchmarkRunsClean(t *testing.T) { forEachStreamMode(t, redisBenchmarkRunsClean) }
+
+func redisBenchmarkRunsClean(t *testing.T, stream string) {
 	r := testredis.Start(t, testredis.Options{})
-	p := startProxy(t, backend.Config{URL: r.URL()}, proxy.Config{})
+	p := startProxy(t, backend.Config{URL: r.URL(), Stream: stream}, proxy.Config{})
 	_, port, _ := strings.Cut(p.Addr, ":")
 	for _, pipeline := range []string{"1", "16"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

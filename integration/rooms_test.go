@@ -34,9 +34,16 @@ func roomsSetupTimeout(t *testing.T, storeTimeout time.Duration) (*proxyUnderTes
 
 func roomsSetupClock(t *testing.T, storeTimeout time.Duration, now func() time.Time) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
 	t.Helper()
+	return roomsSetupFull(t, storeTimeout, now, "")
+}
+
+// roomsSetupFull is roomsSetupClock with the upstream's streaming mode
+// (backend.Config.Stream; "" is the default, auto).
+func roomsSetupFull(t *testing.T, storeTimeout time.Duration, now func() time.Time, stream string) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
+	t.Helper()
 	r := testredis.Start(t, testredis.Options{})
 	store, mdb := startStore(t, "rooms_it", storeTimeout)
-	p := startProxyWith(t, backend.Config{URL: r.URL()}, func(up *backend.Upstream) proxy.Config {
+	p := startProxyWith(t, backend.Config{URL: r.URL(), Stream: stream}, func(up *backend.Upstream) proxy.Config {
 		return proxy.Config{Rooms: rooms.New(policy.DefaultRules(), store, wiring.Exec(up), now)}
 	})
 	return p, r, store, mdb
@@ -51,9 +58,12 @@ func ttlWithin(t *testing.T, c *redis.Client, key string, lo, hi time.Duration) 
 }
 
 // TestRoomLifecycle is the rooms issue's first demonstration, through the
-// proxy with a real redis-server and a MongoDB-wire server.
-func TestRoomLifecycle(t *testing.T) {
-	p, r, store, _ := roomsSetup(t)
+// proxy with a real redis-server and a MongoDB-wire server; through the
+// pooled workers and through the streams (a remote upstream's path).
+func TestRoomLifecycle(t *testing.T) { forEachStreamMode(t, roomLifecycle) }
+
+func roomLifecycle(t *testing.T, stream string) {
+	p, r, store, _ := roomsSetupFull(t, 3*time.Second, nil, stream)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: p.Addr})
 	defer c.Close()
