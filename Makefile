@@ -29,8 +29,11 @@ test: deps vet test-go test-e2e
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+# Twice: batches on the pooled workers (a local Redis's path) and on the
+# full-duplex streams (a remote upstream's path, such as Upstash's).
 test-e2e:
 	bash e2e/run.sh
+	UPSTREAM_STREAM=always bash e2e/run.sh
 
 lint: vet
 	$(GO) run $(STATICCHECK) ./...
