@@ -23,7 +23,7 @@ func TestBlackholeRoomReads(t *testing.T) {
 	leakCheck(t)
 	var tp *toxiproxy.Proxy
 	const deadline = 500 * time.Millisecond
-	g := startOutageRigVia(t, deadline, viaToxiproxy(t, &tp))
+	g := startOutageRigVia(t, deadline, viaToxiproxy(t, &tp), "")
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: g.p.Addr, PoolSize: 32, MaxRetries: -1, ReadTimeout: 20 * time.Second})
 	defer c.Close()

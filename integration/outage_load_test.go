@@ -36,12 +36,14 @@ type outageRig struct {
 }
 
 func startOutageRig(t *testing.T, timeout time.Duration) *outageRig {
-	return startOutageRigVia(t, timeout, nil)
+	return startOutageRigVia(t, timeout, nil, "")
 }
 
 // startOutageRigVia puts via (a toxiproxy, say) between the proxy and
 // redis-server: via gets the server's address and returns the one to dial.
-func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string) string) *outageRig {
+// stream is the upstream's streaming mode (backend.Config.Stream; "" is the
+// default, auto).
+func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string) string, stream string) *outageRig {
 	t.Helper()
 	g := &outageRig{r: testredis.Start(t, testredis.Options{})}
 	url := g.r.URL()
@@ -56,7 +58,7 @@ func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string
 	t.Cleanup(scratch.Close)
 	var d *rooms.Debouncer
 	var stopResync func()
-	g.p = startProxyWith(t, backend.Config{URL: url, Timeout: timeout}, func(up *backend.Upstream) proxy.Config {
+	g.p = startProxyWith(t, backend.Config{URL: url, Timeout: timeout, Stream: stream}, func(up *backend.Upstream) proxy.Config {
 		g.up = up
 		g.m = rooms.New(policy.DefaultRules(), g.store, wiring.Exec(up), nil)
 		d = g.m.NewDebouncer(rooms.DebounceConfig{})
@@ -87,13 +89,20 @@ type roomHistory struct {
 // second, no acknowledged lifecycle write is lost, every active room is
 // back in Redis after the restart, and no read is ever older than the last
 // acknowledged write. It logs the read p99 during the outage and the time
-// to recover.
+// to recover. Through the pooled workers and through the full-duplex streams
+// (a remote upstream's path), one after the other: each is a load of its own.
 func TestUpstreamKilledUnderRoomLoad(t *testing.T) {
 	if testing.Short() {
-		t.Skip("a 12 s load with an outage")
+		t.Skip("two 12 s loads with an outage")
 	}
+	for _, stream := range []string{"never", "always"} {
+		t.Run("stream="+stream, func(t *testing.T) { upstreamKilledUnderRoomLoad(t, stream) })
+	}
+}
+
+func upstreamKilledUnderRoomLoad(t *testing.T, stream string) {
 	leakCheck(t)
-	g := startOutageRig(t, time.Second)
+	g := startOutageRigVia(t, time.Second, nil, stream)
 	ctx := context.Background()
 	const nRooms = 100
 	hist := make([]*roomHistory, nRooms)
@@ -269,6 +278,11 @@ func TestUpstreamKilledUnderRoomLoad(t *testing.T) {
 	}
 	if len(during) == 0 {
 		t.Fatal("no read ran during the outage")
+	}
+	// One outage, one opening: a second one would mean the recovery let
+	// traffic onto connections the outage broke.
+	if st := g.up.Stats().Breaker; st.Transitions[backend.BreakerClosed][backend.BreakerOpen] != 1 {
+		t.Errorf("the breaker opened %d times: %+v", st.Transitions[backend.BreakerClosed][backend.BreakerOpen], st)
 	}
 }
 

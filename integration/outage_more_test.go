@@ -24,7 +24,7 @@ func TestFlappingUpstream(t *testing.T) {
 	}
 	leakCheck(t)
 	var tp *toxiproxy.Proxy
-	g := startOutageRigVia(t, 500*time.Millisecond, viaToxiproxy(t, &tp))
+	g := startOutageRigVia(t, 500*time.Millisecond, viaToxiproxy(t, &tp), "")
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: g.p.Addr, PoolSize: 32, MaxRetries: -1, ReadTimeout: 20 * time.Second})
 	defer c.Close()
