@@ -195,8 +195,10 @@ for line in open(sys.argv[1]):
     runs[t][r] = (float(s), float(g), int(c))
 tck, n = int(os.environ["CLK_TCK"]), int(os.environ["REQUESTS"])
 med = statistics.median
+def ratios(t, base, i):
+    return [runs[t][r][i] / runs[base][r][i] for r in runs[t] if r in runs[base]]
 def ratio(t, base, i):
-    return med(runs[t][r][i] / runs[base][r][i] for r in runs[t] if r in runs[base])
+    return med(ratios(t, base, i))
 print("| target | SET rps | GET rps | SET / direct | GET / direct | SET / twemproxy | GET / twemproxy | CPU µs per command |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for t in ("direct", "twemproxy", "A", "B"):
@@ -206,7 +208,9 @@ for t in ("direct", "twemproxy", "A", "B"):
     print(f"| {t} | {med(s for s, _, _ in rs):.0f} | {med(g for _, g, _ in rs):.0f} | "
           f"{ratio(t, 'direct', 0):.2f} | {ratio(t, 'direct', 1):.2f} | {tw} | {cpu:.2f} |")
 print()
-print(f"B / A per round (median): SET {ratio('B', 'A', 0):.3f}, GET {ratio('B', 'A', 1):.3f}")
+spread = lambda i: f"{min(ratios('B', 'A', i)):.2f} to {max(ratios('B', 'A', i)):.2f}"
+print(f"B / A per round (median): SET {ratio('B', 'A', 0):.3f}, GET {ratio('B', 'A', 1):.3f} "
+      f"(range over rounds: SET {spread(0)}, GET {spread(1)})")
 EOF
 echo
 echo "CPU: user+system time of the process under test during its own runs (clock ticks of 1/$(getconf CLK_TCK) s) over the commands it was sent; for direct that is redis-server's own CPU$([ -n "$LATENCY" ] && echo " (with --latency, the latency proxy's)"). Machine: $(date -u), nproc $(nproc)."
