@@ -529,7 +529,11 @@ func (e *engine) submit(b *batch.Batch) {
 		}
 	default:
 		lead := false
-		e.whileOpen(b, func() { lead = e.toStreams.add(b, e.wg.Add) })
+		e.whileOpen(b, func() {
+			if lead = e.toStreams.add(b); lead {
+				e.wg.Add(1) // for the leader's last group, which streamed ends
+			}
+		})
 		if lead {
 			e.lead()
 		}
@@ -582,9 +586,8 @@ type streamGather struct {
 	leading bool // a session is leading: it will send what is queued
 }
 
-// add queues b and reports whether the caller is to lead; then it has
-// called addWait(1) for the leader's last group, which streamed ends.
-func (g *streamGather) add(b *batch.Batch, addWait func(int)) bool {
+// add queues b and reports whether the caller is to lead.
+func (g *streamGather) add(b *batch.Batch) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.queued = append(g.queued, b)
@@ -592,7 +595,6 @@ func (g *streamGather) add(b *batch.Batch, addWait func(int)) bool {
 		return false
 	}
 	g.leading = true
-	addWait(1)
 	return true
 }
 
@@ -813,30 +815,23 @@ func (e *engine) gather(batches *[]*batch.Batch, n int) {
 		}
 		timer.Stop()
 	}
-	*batches, _ = takeQueued(e.queue, *batches, n, max, (*batch.Batch).Len)
+collect:
+	for n < max {
+		select {
+		case more, ok := <-e.queue:
+			if !ok {
+				break collect
+			}
+			*batches = append(*batches, more)
+			n += more.Len()
+		default:
+			break collect
+		}
+	}
 	e.mu.Lock()
 	e.inflight++
 	e.lastStart = time.Now()
 	e.mu.Unlock()
-}
-
-// takeQueued appends to got what ch holds now, without waiting, until the
-// commands counted by size reach max (n are in got already) or ch is empty
-// or closed; it returns got and the new count.
-func takeQueued[T any](ch <-chan T, got []T, n, max int, size func(T) int) ([]T, int) {
-	for n < max {
-		select {
-		case x, ok := <-ch:
-			if !ok {
-				return got, n
-			}
-			got = append(got, x)
-			n += size(x)
-		default:
-			return got, n
-		}
-	}
-	return got, n
 }
 
 // finished records the end of a round trip and wakes a worker waiting for it.

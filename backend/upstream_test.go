@@ -271,13 +271,7 @@ func TestCloseWhileStreaming(t *testing.T) {
 			}
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for done.Load() < 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("fewer than 200 batches within 10 s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "200 batches", func() bool { return done.Load() >= 200 })
 	closed := make(chan struct{})
 	go func() {
 		up.Close()
