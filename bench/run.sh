@@ -429,7 +429,9 @@ def round_ratios(ok, base):
 print("| pipeline | test | target | median rps | ratio to direct | ratio to twemproxy | p50 ms | p99 ms | reached redis |")
 print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
 ratios = {}                   # (depth, test, target, base) -> per-round ratios
-ratio = {}                    # (depth, test, target, base) -> their median
+def ratio(*key):
+    """The median of a target's per-round ratios to a base (None without any)."""
+    return med(ratios.get(key, []))
 for depth in (1, 16):
     for test in ("SET", "GET"):
         direct = runs.get((depth, test, "direct"), {})
@@ -442,7 +444,6 @@ for depth in (1, 16):
                 if base == "twemproxy" and target == "direct":
                     continue
                 ratios[(depth, test, target, base)] = round_ratios(ok, rounds)
-                ratio[(depth, test, target, base)] = med(ratios[(depth, test, target, base)])
             p50 = med([float(v[5]) for v in ok.values()])
             p99 = med([float(v[6]) for v in ok.values()])
             sent = sum(int(v[7]) for v in rs.values())
@@ -450,14 +451,14 @@ for depth in (1, 16):
             reach = f"{reached / sent:.3f}" if sent else "n/a"
             failed = len(rs) - len(ok)
             rps_s = fmt(rps, ".0f") + (f" ({failed} FAILED)" if failed else "")
-            print(f"| {depth} | {test} | {target} | {rps_s} | {fmt(ratio.get((depth, test, target, 'direct')), '.2f')} | "
-                  f"{fmt(ratio.get((depth, test, target, 'twemproxy')), '.2f')} | "
+            print(f"| {depth} | {test} | {target} | {rps_s} | {fmt(ratio(depth, test, target, 'direct'), '.2f')} | "
+                  f"{fmt(ratio(depth, test, target, 'twemproxy'), '.2f')} | "
                   f"{fmt(p50, '.3f')} | {fmt(p99, '.3f')} | {reach} |")
 # The performance issue's goals for roomproxy, checked against this run's ratios.
 latency = sys.argv[2] != ""
 goals = []
 def goal(text, depth, base, at_least):
-    vals = [ratio.get((depth, t, "roomproxy", base)) for t in ("SET", "GET")]
+    vals = [ratio(depth, t, "roomproxy", base) for t in ("SET", "GET")]
     met = all(v is not None and v >= at_least for v in vals)
     shown = " / ".join(fmt(v, ".3f") for v in vals)  # 3 digits: 0.996 is not 1.00
     # How one round's ratio spreads: whether the median clears the bar by
