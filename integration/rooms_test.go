@@ -29,17 +29,13 @@ func roomsSetup(t *testing.T) (*proxyUnderTest, *testredis.Server, *fallback.Mon
 }
 
 func roomsSetupTimeout(t *testing.T, storeTimeout time.Duration) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
-	return roomsSetupClock(t, storeTimeout, nil)
+	return roomsSetupClock(t, storeTimeout, nil, "")
 }
 
-func roomsSetupClock(t *testing.T, storeTimeout time.Duration, now func() time.Time) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
-	t.Helper()
-	return roomsSetupFull(t, storeTimeout, now, "")
-}
-
-// roomsSetupFull is roomsSetupClock with the upstream's streaming mode
-// (backend.Config.Stream; "" is the default, auto).
-func roomsSetupFull(t *testing.T, storeTimeout time.Duration, now func() time.Time, stream string) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
+// roomsSetupClock is roomsSetup with the store's timeout, the rooms' clock
+// (nil: time.Now) and the upstream's streaming mode (backend.Config.Stream;
+// "" is the default, auto).
+func roomsSetupClock(t *testing.T, storeTimeout time.Duration, now func() time.Time, stream string) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
 	t.Helper()
 	r := testredis.Start(t, testredis.Options{})
 	store, mdb := startStore(t, "rooms_it", storeTimeout)
@@ -63,7 +59,7 @@ func ttlWithin(t *testing.T, c *redis.Client, key string, lo, hi time.Duration) 
 func TestRoomLifecycle(t *testing.T) { forEachStreamMode(t, roomLifecycle) }
 
 func roomLifecycle(t *testing.T, stream string) {
-	p, r, store, _ := roomsSetupFull(t, 3*time.Second, nil, stream)
+	p, r, store, _ := roomsSetupClock(t, 3*time.Second, nil, stream)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: p.Addr})
 	defer c.Close()
@@ -271,7 +267,7 @@ func TestSlidingTTL(t *testing.T) {
 	var mu sync.Mutex
 	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	p, r, _, _ := roomsSetupClock(t, 3*time.Second, now)
+	p, r, _, _ := roomsSetupClock(t, 3*time.Second, now, "")
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: p.Addr})
 	defer c.Close()
