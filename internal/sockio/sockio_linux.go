@@ -9,59 +9,44 @@ import (
 
 const supported = true
 
-// rawRead is one read(2) of the socket once it is readable; 0 bytes is io.EOF.
-func rawRead(rc syscall.RawConn, p []byte) (int, error) {
-	var n int
-	var cause error
-	err := rc.Read(func(fd uintptr) bool {
-		for {
-			m, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch errno {
-			case 0:
-				n = int(m)
-				if n == 0 {
-					cause = io.EOF
-				}
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // park in the poller until readable
-			default:
-				cause = os.NewSyscallError("read", errno)
-				return true
+// read is one read(2) of o.p once the socket is readable; 0 bytes is io.EOF.
+// It is the RawConn Read callback: false parks in the poller.
+func (o *op) read(fd uintptr) bool {
+	for {
+		m, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&o.p[0])), uintptr(len(o.p)))
+		switch errno {
+		case 0:
+			o.n = int(m)
+			if o.n == 0 {
+				o.err = io.EOF
 			}
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // park in the poller until readable
+		default:
+			o.err = os.NewSyscallError("read", errno)
+			return true
 		}
-	})
-	if cause != nil {
-		return n, cause
 	}
-	return n, err
 }
 
-// rawWrite writes all of p, parking in the poller whenever the socket's send
-// buffer is full.
-func rawWrite(rc syscall.RawConn, p []byte) (int, error) {
-	var n int
-	var cause error
-	err := rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
-			switch errno {
-			case 0:
-				n += int(m)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // park in the poller until writable
-			default:
-				cause = os.NewSyscallError("write", errno)
-				return true
-			}
+// write writes all of o.p, parking in the poller whenever the socket's send
+// buffer is full. It is the RawConn Write callback.
+func (o *op) write(fd uintptr) bool {
+	for o.n < len(o.p) {
+		m, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&o.p[o.n])), uintptr(len(o.p)-o.n))
+		switch errno {
+		case 0:
+			o.n += int(m)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // park in the poller until writable
+		default:
+			o.err = os.NewSyscallError("write", errno)
+			return true
 		}
-		return true
-	})
-	if cause != nil {
-		return n, cause
 	}
-	return n, err
+	return true
 }
