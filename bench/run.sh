@@ -406,82 +406,13 @@ REPORT=$TMP/report.md
   else
     mode="$mode; CPU placement left to the kernel"
   fi
+  # What bench/pool.sh may pool: only runs with the same key.
+  POOL_KEY="$([ -n "$LATENCY" ] && echo "latency $LATENCY ms" || echo local), $([ -n "$PIN" ] && echo pinned || echo unpinned), -c $CLIENTS, -n $REQUESTS"
   echo "## redis-benchmark: direct vs twemproxy vs roomproxy"
   echo
   echo "$mode. redis-benchmark -c $CLIENTS -n $REQUESTS -t set,get -r 100000 -P 1 and -P 16, $ROUNDS round(s), target order rotating each round; medians over rounds."
   echo
-  python3 - "$RESULTS" "$LATENCY" <<'EOF'
-import sys, statistics
-from collections import defaultdict
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-runs = defaultdict(dict)      # (depth, test, target) -> round -> row
-for r in rows:
-    rnd, depth, target, test = r[0], int(r[1]), r[2], r[3]
-    runs[(depth, test, target)][rnd] = r
-def med(xs):
-    return statistics.median(xs) if xs else None
-def fmt(x, spec):
-    return "n/a" if x is None else format(x, spec)
-def round_ratios(ok, base):
-    """This target's rps / base's rps in each round both ran."""
-    return [float(v[4]) / float(base[k][4]) for k, v in ok.items()
-            if k in base and base[k][4] != "FAIL" and float(base[k][4]) > 0]
-print("| pipeline | test | target | median rps | ratio to direct | ratio to twemproxy | p50 ms | p99 ms | reached redis |")
-print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
-ratios = {}                   # (depth, test, target, base) -> per-round ratios
-def ratio(*key):
-    """The median of a target's per-round ratios to a base (None without any)."""
-    return med(ratios.get(key, []))
-for depth in (1, 16):
-    for test in ("SET", "GET"):
-        direct = runs.get((depth, test, "direct"), {})
-        twem = runs.get((depth, test, "twemproxy"), {})
-        for target in ("direct", "twemproxy", "roomproxy"):
-            rs = runs.get((depth, test, target), {})
-            ok = {k: v for k, v in rs.items() if v[4] != "FAIL"}
-            rps = med([float(v[4]) for v in ok.values()])
-            for base, rounds in (("direct", direct), ("twemproxy", twem)):
-                if base == "twemproxy" and target == "direct":
-                    continue
-                ratios[(depth, test, target, base)] = round_ratios(ok, rounds)
-            p50 = med([float(v[5]) for v in ok.values()])
-            p99 = med([float(v[6]) for v in ok.values()])
-            sent = sum(int(v[7]) for v in rs.values())
-            reached = sum(int(v[8]) for v in rs.values())
-            reach = f"{reached / sent:.3f}" if sent else "n/a"
-            failed = len(rs) - len(ok)
-            rps_s = fmt(rps, ".0f") + (f" ({failed} FAILED)" if failed else "")
-            print(f"| {depth} | {test} | {target} | {rps_s} | {fmt(ratio(depth, test, target, 'direct'), '.2f')} | "
-                  f"{fmt(ratio(depth, test, target, 'twemproxy'), '.2f')} | "
-                  f"{fmt(p50, '.3f')} | {fmt(p99, '.3f')} | {reach} |")
-# The performance issue's goals for roomproxy, checked against this run's ratios.
-latency = sys.argv[2] != ""
-goals = []
-def goal(text, depth, base, at_least):
-    vals = [ratio(depth, t, "roomproxy", base) for t in ("SET", "GET")]
-    met = all(v is not None and v >= at_least for v in vals)
-    shown = " / ".join(fmt(v, ".3f") for v in vals)  # 3 digits: 0.996 is not 1.00
-    # How one round's ratio spreads: whether the median clears the bar by
-    # more than the machine's noise, which one run's verdict cannot say.
-    per = [ratios.get((depth, t, "roomproxy", base), []) for t in ("SET", "GET")]
-    spread = ""
-    if all(per):
-        above = " / ".join(f"{sum(r >= at_least for r in rs)} of {len(rs)}" for rs in per)
-        ranges = " / ".join(f"{min(rs):.2f} to {max(rs):.2f}" for rs in per)
-        spread = f" (rounds at or above: {above}; range over rounds: {ranges})"
-    goals.append(f"- {text}: SET / GET {shown}: {'met' if met else 'NOT met'}{spread}")
-if latency:
-    goal("-P 1 at least 0.95 of direct", 1, "direct", 0.95)
-    goal("-P 16 at least 0.95 of direct", 16, "direct", 0.95)
-else:
-    goal("-P 1 at least 1.0 times twemproxy", 1, "twemproxy", 1.0)
-    goal("-P 1 at least 0.8 of direct", 1, "direct", 0.8)
-    goal("-P 16 at least 1.3 times twemproxy", 16, "twemproxy", 1.3)
-    goal("stretch: -P 1 at least 1.0 of direct", 1, "direct", 1.0)
-print()
-print("Goals (per-round ratios, medians over rounds):")
-print("\n".join(goals))
-EOF
+  python3 bench/report.py "$RESULTS" "$LATENCY"
   echo
   python3 - "$PATHCPU" "$CLK_TCK" "$LATENCY" "$(nproc)" <<'EOF'
 import sys, statistics
@@ -560,6 +491,12 @@ EOF
     cat "$ERRLOG"
     echo '```'
   fi
+  echo
+  echo "Per-round results, the input of bench/pool.sh (round, pipeline, target, test, rps, p50 ms, p99 ms, commands sent, commands that reached redis):"
+  echo
+  echo '```tsv'" rounds: $POOL_KEY"
+  cat "$RESULTS"
+  echo '```'
 } >"$REPORT"
 
 echo
