@@ -73,14 +73,20 @@ func repliesMatchRedisByteForByte(t *testing.T, stream string) {
 			}
 		})
 	}
-	// Inline commands and protocol errors, each on a fresh connection.
+	// Inline commands and protocol errors, each on a fresh connection,
+	// followed by a sentinel PING: replies are compared until the sentinel's
+	// (so a missing or extra reply shows as a mismatch, without waiting out a
+	// read deadline for a reply that never comes) or until both closed the
+	// connection after a protocol error.
+	sentinel := encode("PING", "sentinel")
+	const sentinelReply = "$8\r\nsentinel\r\n"
 	for _, in := range []string{
 		"PING\r\n", "SET inl 'a b'\r\nGET inl\r\n", "*-10\r\nPING\r\n", "*0\r\nPING\r\n",
 		"$-10\r\n", "*1\r\nfoo\r\n", "*1\r\n$blabla\r\n", "SET \"a b\r\n", "*3000000000\r\n",
 	} {
 		a, b := dialRaw(t, direct.Addr), dialRaw(t, p.Addr)
-		a.Send(in)
-		b.Send(in)
+		a.Send(in + sentinel)
+		b.Send(in + sentinel)
 		for i := 0; ; i++ {
 			want, werr := a.Reply()
 			got, gerr := b.Reply()
@@ -88,11 +94,8 @@ func repliesMatchRedisByteForByte(t *testing.T, stream string) {
 				t.Errorf("%q reply %d:\n roomproxy %q (%v)\n redis     %q (%v)", in, i, got, gerr, want, werr)
 				break
 			}
-			if werr != nil {
-				break // both closed the connection
-			}
-			if strings.Count(in, "\n") <= i+1 && !strings.HasPrefix(want, "-ERR Protocol") {
-				break
+			if werr != nil || want == sentinelReply {
+				break // both closed the connection, or both answered everything
 			}
 		}
 	}
