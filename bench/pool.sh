@@ -6,7 +6,7 @@
 # sits and how often one run lands on either side of a goal.
 #
 # Usage: bash bench/pool.sh REPORT...
-#   e.g. bash bench/pool.sh bench/results/s14-u15-*.md
+#   e.g. bash bench/pool.sh bench/runs/*-local.md
 # Each REPORT is a markdown report written by `bash bench/run.sh --out FILE`
 # (it ends with a block of per-round results). Only runs of the same mode
 # (local or latency, pinned or not, clients, requests) are pooled.
