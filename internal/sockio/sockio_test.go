@@ -198,16 +198,29 @@ func TestErrors(t *testing.T) {
 	})
 }
 
-// echo sends back whatever peer receives, until it is closed.
-func echo(peer net.Conn) {
-	buf := make([]byte, 4096)
-	for {
-		n, err := peer.Read(buf)
-		if err != nil {
-			return
+// echoed returns a wrapped connection whose peer echoes what it receives,
+// and one small write and the read of its echo over it; an error fails tb.
+func echoed(tb testing.TB) func() {
+	c, peer := pair(tb)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := peer.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := peer.Write(buf[:n]); err != nil {
+				return
+			}
 		}
-		if _, err := peer.Write(buf[:n]); err != nil {
-			return
+	}()
+	msg, buf := []byte("+OK\r\n"), make([]byte, 5)
+	return func() {
+		if _, err := c.Write(msg); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			tb.Fatal(err)
 		}
 	}
 }
@@ -216,34 +229,16 @@ func echo(peer net.Conn) {
 // replies through one, and go-redis reads and writes every upstream round
 // trip through them. (Callbacks made per call cost three allocations each.)
 func TestNoAllocations(t *testing.T) {
-	c, peer := pair(t)
-	go echo(peer)
-	msg, buf := []byte("+OK\r\n"), make([]byte, 5)
-	allocs := testing.AllocsPerRun(500, func() {
-		if _, err := c.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
+	if allocs := testing.AllocsPerRun(500, echoed(t)); allocs != 0 {
 		t.Fatalf("a Write and a Read allocated %v times, want 0", allocs)
 	}
 }
 
 // BenchmarkRoundTrip is a small write and the read of its echo over loopback.
 func BenchmarkRoundTrip(b *testing.B) {
-	c, peer := pair(b)
-	go echo(peer)
-	msg, buf := []byte("+OK\r\n"), make([]byte, 5)
+	roundTrip := echoed(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := c.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			b.Fatal(err)
-		}
+		roundTrip()
 	}
 }
