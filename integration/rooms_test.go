@@ -23,9 +23,12 @@ import (
 	"github.com/roomproxy/roomproxy/rooms"
 )
 
+// defaultStoreTimeout is the room store's operation timeout in roomsSetup.
+const defaultStoreTimeout = 3 * time.Second
+
 // roomsSetup is redis-server + FerretDB + roomproxy with rooms on.
 func roomsSetup(t *testing.T) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
-	return roomsSetupTimeout(t, 3*time.Second)
+	return roomsSetupTimeout(t, defaultStoreTimeout)
 }
 
 func roomsSetupTimeout(t *testing.T, storeTimeout time.Duration) (*proxyUnderTest, *testredis.Server, *fallback.Mongo, *testmongo.Server) {
@@ -59,7 +62,7 @@ func ttlWithin(t *testing.T, c *redis.Client, key string, lo, hi time.Duration) 
 func TestRoomLifecycle(t *testing.T) { forEachStreamMode(t, roomLifecycle) }
 
 func roomLifecycle(t *testing.T, stream string) {
-	p, r, store, _ := roomsSetupClock(t, 3*time.Second, nil, stream)
+	p, r, store, _ := roomsSetupClock(t, defaultStoreTimeout, nil, stream)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: p.Addr})
 	defer c.Close()
@@ -267,7 +270,7 @@ func TestSlidingTTL(t *testing.T) {
 	var mu sync.Mutex
 	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	p, r, _, _ := roomsSetupClock(t, 3*time.Second, now, "")
+	p, r, _, _ := roomsSetupClock(t, defaultStoreTimeout, now, "")
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: p.Addr})
 	defer c.Close()
