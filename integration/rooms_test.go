@@ -360,34 +360,76 @@ func TestRoomsWithRedisCLI(t *testing.T) {
 }
 
 // TestRoomTooLarge: a write that would take a room over ROOM_MAX_BYTES gets
-// Redis-style "-ERR room document too large" and changes nothing.
+// Redis-style "-ERR room document too large" and changes nothing (SPEC
+// 4.1), whichever kind of write it is: a write whose own data is too large,
+// a state write that would make the room's keys together too large (with
+// and without debouncing), a write queued in MULTI (EXEC aborts), and the
+// room then completes and reaches the store.
 func TestRoomTooLarge(t *testing.T) {
-	p, r, store, _ := roomsSetup(t)
+	t.Run("debounce=off", func(t *testing.T) {
+		p, r, store, _ := roomsSetup(t)
+		roomTooLarge(t, p, r, store)
+	})
+	t.Run("debounce=on", func(t *testing.T) {
+		p, r, store, _ := debounceSetup(t, rooms.DebounceConfig{})
+		roomTooLarge(t, p, r, store)
+	})
+}
+
+func roomTooLarge(t *testing.T, p *proxyUnderTest, r *testredis.Server, store *fallback.Mongo) {
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: p.Addr})
 	defer c.Close()
-	c.Set(ctx, "room:big", `{"status":"waiting"}`, 0)
-	err := c.Set(ctx, "room:big:blob", strings.Repeat("x", 1<<20+1), 0).Err()
-	if err == nil || err.Error() != "ERR room document too large" {
-		t.Fatalf("oversized state write: %v", err)
-	}
-	c.Set(ctx, "room:big:half", strings.Repeat("y", 600<<10), 0) // fits alone
-	c.Set(ctx, "room:big:half2", strings.Repeat("z", 600<<10), 0)
-	// The lifecycle write snapshots the room: 1.2 MiB together is refused.
-	err = c.Set(ctx, "room:big", `{"status":"active"}`, 0).Err()
-	if err == nil || err.Error() != "ERR room document too large" {
-		t.Fatalf("lifecycle write of an oversized room: %v", err)
-	}
 	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer direct.Close()
-	if v, _ := direct.Get(ctx, "room:big").Result(); !strings.Contains(v, "waiting") {
-		t.Fatalf("the refused write changed Redis: %q", v)
+	tooLarge := func(what string, err error) {
+		t.Helper()
+		if err == nil || err.Error() != "ERR room document too large" {
+			t.Fatalf("%s: %v, want ERR room document too large", what, err)
+		}
 	}
-	if room, _, _ := store.Get(ctx, "big"); room.Status != "waiting" {
-		t.Fatalf("the refused write changed the store: %q", room.Status)
+	if err := c.Set(ctx, "room:big", `{"status":"waiting"}`, 0).Err(); err != nil {
+		t.Fatal(err)
 	}
-	if n, _ := direct.Exists(ctx, "room:big:blob").Result(); n != 0 {
-		t.Fatal("the refused value reached Redis")
+	tooLarge("oversized state write", c.Set(ctx, "room:big:blob", strings.Repeat("x", 1<<20+1), 0).Err())
+
+	// A 600 KiB value fits, and can be rewritten again and again.
+	for i := 0; i < 5; i++ {
+		if err := c.Set(ctx, "room:big:half", strings.Repeat(strconv.Itoa(i), 600<<10), 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A second one would make 1.2 MiB: refused, as a string write, a hash
+	// write, an append, and queued in MULTI.
+	tooLarge("second 600 KiB value", c.Set(ctx, "room:big:half2", strings.Repeat("z", 600<<10), 0).Err())
+	tooLarge("600 KiB hash field", c.HSet(ctx, "room:big:h", "f", strings.Repeat("z", 600<<10)).Err())
+	tooLarge("600 KiB append", c.Append(ctx, "room:big:half", strings.Repeat("z", 600<<10)).Err())
+	_, err := c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.RPush(ctx, "room:big:list", strings.Repeat("z", 600<<10))
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "EXECABORT") {
+		t.Fatalf("MULTI with a write past the limit: %v", err)
+	}
+	// Small writes still fit.
+	if err := c.HSet(ctx, "room:big:h", "f", "small").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "room:big", `{"status":"completed"}`, 0).Err(); err != nil {
+		t.Fatalf("completing the room: %v", err)
+	}
+	room, _, err := store.Get(ctx, "big")
+	if err != nil || room.Status != "completed" || string(room.Keys["room:big:half"].String) != strings.Repeat("4", 600<<10) ||
+		string(room.Keys["room:big:h"].Hash["f"]) != "small" {
+		t.Fatalf("stored room: %q, %d bytes of half, h %v (%v)", room.Status, len(room.Keys["room:big:half"].String), room.Keys["room:big:h"].Hash, err)
+	}
+	for _, k := range []string{"room:big:half2", "room:big:list", "room:big:blob"} {
+		if _, ok := room.Keys[k]; ok {
+			t.Fatalf("the refused %s reached the store", k)
+		}
+	}
+	if n, _ := direct.Exists(ctx, "room:big", "room:big:half").Result(); n != 0 {
+		t.Fatalf("%d keys of the completed room left in Redis", n)
 	}
 }
 

@@ -44,6 +44,9 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 	}
 	down := m.Degradable() && s.roomDegraded(sp, args)
 	if !p.Lifecycle {
+		if !down && !s.admitRoomWrite(name, sp, args) {
+			return
+		}
 		if s.coalesce(name, args) {
 			s.touchRooms(sp.keys(args)) // for a degraded room, its flushes go to the store
 			return
@@ -91,6 +94,25 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		s.hidden(c)
 	}
 	s.afterDrain = append(s.afterDrain, unlock)
+}
+
+// admitRoomWrite checks a write that keeps its rooms' states against
+// ROOM_MAX_BYTES (rooms.Manager.AdmitWrite) and answers it when refused.
+// A room that must be measured first is measured after the session's batch
+// so far has reached Redis.
+func (s *session) admitRoomWrite(name string, sp *Spec, args [][]byte) bool {
+	ctx, cancel := s.upstreamCtx()
+	err := s.srv.cfg.Rooms.AdmitWrite(ctx, name, args, sp.keys(args), s.drain)
+	cancel()
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, rooms.ErrTooLarge):
+		s.err("ERR room document too large")
+	default:
+		s.err(upstreamErrorText(err))
+	}
+	return false
 }
 
 // scriptKeys are the keys a script declares: EVAL script numkeys key ...

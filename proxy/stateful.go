@@ -101,6 +101,10 @@ func (s *session) queue(sp *Spec, args [][]byte) {
 			s.err("ERR a room's lifecycle write (creating it, changing its status, deleting its keys) cannot run inside MULTI")
 			return
 		}
+		if !(s.srv.cfg.Rooms.Degradable() && s.roomDegraded(sp, args)) && !s.admitRoomWrite(sp.Name, sp, args) {
+			s.tx.dirty = true // refused at queue time: EXEC aborts, as in Redis
+			return
+		}
 		for _, c := range p.After {
 			s.tx.after = append(s.tx.after, cloneArgs(c)) // they name the client's keys
 		}

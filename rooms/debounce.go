@@ -670,11 +670,12 @@ func (d *Debouncer) flushAndPersist(ctx context.Context, id string, always bool)
 		persist = false
 		defer d.takeWrites(id) // nothing to store: forget the count
 	}
+	since := d.m.admittedOf(id)
 	covered, keys, err := d.flushLocked(ctx, id, persist)
 	if err != nil || !persist {
 		return err
 	}
-	return d.persistLocked(ctx, id, covered, keys)
+	return d.persistLocked(ctx, id, covered, keys, since)
 }
 
 // storedRoom reports whether the store has room id in a state that takes
@@ -713,9 +714,10 @@ func (d *Debouncer) persistDueLocked(r *pendingRoom, now time.Time) bool {
 }
 
 // persistLocked stores the room's snapshot (keys, read with the flush) and
-// takes covered writes off the room's count. The caller holds the room's
-// lock and has flushed the room.
-func (d *Debouncer) persistLocked(ctx context.Context, id string, covered int, keys map[string]fallback.Value) error {
+// takes covered writes off the room's count, and rebases the room's size
+// ledger on it (since: Manager.rebase). The caller holds the room's lock and
+// has flushed the room.
+func (d *Debouncer) persistLocked(ctx context.Context, id string, covered int, keys map[string]fallback.Value, since int) error {
 	d.m.mu.Lock()
 	s := d.m.states[id]
 	d.m.mu.Unlock()
@@ -726,6 +728,7 @@ func (d *Debouncer) persistLocked(ctx context.Context, id string, covered int, k
 		return err
 	}
 	d.snapshots.Add(1)
+	d.m.rebase(id, keys, since) // the room's size ledger (size.go)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if r := d.rooms[id]; r != nil {

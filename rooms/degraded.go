@@ -258,6 +258,11 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 		return nil, err
 	}
 	m.remember(id, state)
+	if state == policy.Completed {
+		m.forgetSize(id)
+	} else {
+		m.rebase(id, keys, m.admittedOf(id)) // what Redis gets back when it returns
+	}
 	m.markDirty(id)
 	if d := m.debounce; d != nil {
 		d.dropHeld(id, held)

@@ -42,10 +42,11 @@ type Manager struct {
 
 	locks [256]sync.Mutex // striped by room id: lifecycle writes of one room in order
 
-	mu        sync.Mutex // protects states, refreshed and quiet
+	mu        sync.Mutex // protects states, refreshed, quiet and sizes
 	states    map[string]policy.State
 	refreshed map[string]time.Time            // when an active room's keys last had their TTL extended
 	quiet     map[string]map[string]time.Time // by room, keys not to restore on a nil read until then (RestoreFor)
+	sizes     map[string]*roomBytes           // by room, its size as far as this process knows (size.go)
 
 	flight singleflight.Group // one store read and restore per room at a time
 
@@ -56,11 +57,16 @@ type Manager struct {
 	storeErrors atomic.Int64 // lifecycle writes refused because the store failed
 	restores    atomic.Int64 // rooms restored into Redis (read-through and warm-up)
 	restored    atomic.Int64 // keys restored
+	sizeChecks  atomic.Int64 // rooms measured to admit a write (size.go)
+	tooLarge    atomic.Int64 // writes refused: the room would exceed ROOM_MAX_BYTES
 }
 
 // Stats are the room manager's counters since start.
 type Stats struct {
 	Known, LifecycleWrites, StoreErrors, RoomsRestored, KeysRestored int64
+	// SizeChecks counts snapshots read to admit a write against
+	// ROOM_MAX_BYTES; TooLarge the writes refused for it.
+	SizeChecks, TooLarge int64
 }
 
 // Stats returns the counters.
@@ -69,7 +75,8 @@ func (m *Manager) Stats() Stats {
 	known := int64(len(m.states))
 	m.mu.Unlock()
 	return Stats{Known: known, LifecycleWrites: m.lifecycle.Load(), StoreErrors: m.storeErrors.Load(),
-		RoomsRestored: m.restores.Load(), KeysRestored: m.restored.Load()}
+		RoomsRestored: m.restores.Load(), KeysRestored: m.restored.Load(),
+		SizeChecks: m.sizeChecks.Load(), TooLarge: m.tooLarge.Load()}
 }
 
 // New returns a Manager. now may be nil (time.Now).
@@ -78,7 +85,7 @@ func New(rules policy.Rules, store fallback.Store, exec Exec, now func() time.Ti
 		now = time.Now
 	}
 	return &Manager{Rules: rules, store: store, exec: exec, now: now, states: map[string]policy.State{},
-		refreshed: map[string]time.Time{}, quiet: map[string]map[string]time.Time{}}
+		refreshed: map[string]time.Time{}, quiet: map[string]map[string]time.Time{}, sizes: map[string]*roomBytes{}}
 }
 
 // Store is the room store.
@@ -363,6 +370,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	if m.Down() {
 		return nil, nil, errDown // the caller serves the write from the store
 	}
+	since := m.admittedOf(p.ID)
 	if m.debounce != nil {
 		covered, keys, err = m.debounce.flushLocked(ctx, p.ID, true)
 	} else {
@@ -374,6 +382,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	stateKey := m.Rules.Prefix + p.ID
 	applyToSnapshot(keys, stateKey, strings.ToLower(string(p.args[0])), p.args)
 	if roomSize(keys) > m.Rules.MaxBytes {
+		m.tooLarge.Add(1)
 		return nil, nil, ErrTooLarge
 	}
 	room := fallback.Room{ID: p.ID, Status: p.State.String(), Keys: keys, UpdatedAt: m.now()}
@@ -385,6 +394,11 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	}
 	m.lifecycle.Add(1)
 	m.remember(p.ID, p.State)
+	if p.State == policy.Completed {
+		m.forgetSize(p.ID)
+	} else {
+		m.rebase(p.ID, keys, since)
+	}
 	if m.debounce != nil {
 		// The stored document is this snapshot. Hash field lists stay valid
 		// unless the write deleted keys.

@@ -216,7 +216,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	m.RegisterRooms(func() metrics.RoomStats {
 		st := roomMgr.Stats()
 		return metrics.RoomStats{LifecycleWrites: st.LifecycleWrites, StoreErrors: st.StoreErrors,
-			RoomsRestored: st.RoomsRestored, KeysRestored: st.KeysRestored}
+			RoomsRestored: st.RoomsRestored, KeysRestored: st.KeysRestored, SizeChecks: st.SizeChecks, TooLarge: st.TooLarge}
 	})
 	srv := proxy.New(wiring.Upstream(up), proxy.Config{
 		Rooms:          roomMgr,
@@ -239,6 +239,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				{"room_store_errors", strconv.FormatInt(st.StoreErrors, 10)},
 				{"room_restores", strconv.FormatInt(st.RoomsRestored, 10)},
 				{"room_restored_keys", strconv.FormatInt(st.KeysRestored, 10)},
+				{"room_size_checks", strconv.FormatInt(st.SizeChecks, 10)},
+				{"room_too_large", strconv.FormatInt(st.TooLarge, 10)},
 			}
 		}}, {Name: "debounce", Fields: func() [][2]string {
 			st := debounce.Stats()

@@ -1,0 +1,240 @@
+package rooms
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/roomproxy/roomproxy/fallback"
+	"github.com/roomproxy/roomproxy/policy"
+)
+
+// Room size (SPEC 4.1): a room's keys together may hold at most
+// ROOM_MAX_BYTES, and a write that would take a room over it is refused
+// before it changes anything. A lifecycle write measures the room on the
+// snapshot it stores; every other write to a room is admitted against a
+// ledger of the room's size kept by this process:
+//
+//   - base is the room's size as measured on the last snapshot this process
+//     read (a lifecycle write's, a periodic persist's, or one taken to check
+//     a write), kept exact since through the string writes admitted (SET,
+//     SETEX, MSET, ...: their new values replace known old ones);
+//   - grown is the most that the other writes admitted since can have added
+//     (policy.WriteGrowth: their arguments, plus what a counter or SETRANGE
+//     can add beyond them).
+//
+// Writes admitted while a snapshot was being read may or may not be in it:
+// they stay counted in grown after the rebase (admitted, a running total,
+// is read before the snapshot and again at the rebase).
+//
+// A write whose growth fits under the limit on top of base+grown is admitted
+// without I/O. One that does not is checked on a fresh snapshot (the room's
+// pending writes flushed and its keys read in one call) unless the ledger
+// is already exact (nothing but string writes since a snapshot less than
+// sizeFresh old): a room near its limit pays one snapshot per admitted write
+// of unknown effect, and a full room at most one a second.
+//
+// What the ledger cannot see: writes of other instances, keys that expire on
+// a client's shorter TTL (both corrected by the next snapshot), commands
+// whose growth their arguments do not give (COPY, RENAME, *STORE, LMOVE,
+// scripts: admitted, and seen by the next snapshot, which the room's
+// periodic persist takes within PERSIST_INTERVAL), and a write of another
+// connection admitted before a snapshot's read began but not yet in Redis
+// when it was read.
+
+// sizeFresh is how long a measured ledger with no unknown growth since is
+// trusted to refuse a write without measuring again.
+const sizeFresh = time.Second
+
+// maxLedgers bounds the ledgers kept (a room that expires in Redis leaves
+// its ledger behind); beyond it they are all forgotten and the rooms are
+// measured again on their next writes. A ledger is a few hundred bytes.
+const maxLedgers = 1 << 17
+
+// roomBytes is what this process knows of one room's size.
+type roomBytes struct {
+	base     int            // measured size, with string writes since
+	grown    int            // most that other writes admitted since added
+	admitted int            // running total of growth admitted (see rebase)
+	strs     map[string]int // string keys' sizes (name and value) as known
+	measured time.Time
+}
+
+// admittedOf is room id's running total of admitted growth, read before a
+// snapshot of the room is: the since of rebase.
+func (m *Manager) admittedOf(id string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r := m.sizes[id]; r != nil {
+		return r.admitted
+	}
+	return 0
+}
+
+// rebase records room id's size measured on keys, a snapshot of it whose
+// read began when the room's admitted total was since (admittedOf): what
+// was admitted after that stays counted, as it may have missed the snapshot.
+func (m *Manager) rebase(id string, keys map[string]fallback.Value, since int) {
+	r := &roomBytes{base: roomSize(keys), strs: map[string]int{}, measured: m.now()}
+	for k, v := range keys {
+		if v.Type == fallback.TypeString {
+			r.strs[k] = len(k) + len(v.String)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old := m.sizes[id]; old != nil {
+		r.admitted = old.admitted
+		r.grown = max(old.admitted-since, 0)
+	} else if len(m.sizes) >= maxLedgers {
+		clear(m.sizes)
+	}
+	m.sizes[id] = r
+}
+
+// forgetSize drops room id's ledger: the room left Redis, or changed where
+// the ledger does not follow (served from the store during an outage).
+func (m *Manager) forgetSize(id string) {
+	m.mu.Lock()
+	delete(m.sizes, id)
+	m.mu.Unlock()
+}
+
+// AdmitWrite decides whether a write to room keys that keeps the rooms'
+// states (not a lifecycle write: Apply measures those) fits in
+// ROOM_MAX_BYTES, and if so counts it in the rooms' ledgers. It returns
+// ErrTooLarge for a write that would take a room over the limit. When a
+// room must be measured, before is called first (once): the caller sends
+// what it holds for Redis, so the snapshot includes its own earlier writes
+// and it holds no room's lock.
+func (m *Manager) AdmitWrite(ctx context.Context, name string, args, keys [][]byte, before func()) error {
+	g, bound := policy.WriteGrowth(name, args)
+	var buf [2]policy.StringWrite
+	ws := buf[:0]
+	switch g {
+	case policy.GrowthNone, policy.GrowthUnknown:
+		return nil
+	case policy.GrowthStrings:
+		var ok bool
+		if ws, ok = policy.StringWrites(ws, name, args); !ok {
+			return nil // Redis refuses it
+		}
+	}
+	var seen [4]string
+	ids := seen[:0]
+	for _, k := range keys {
+		id, _, ok := policy.RoomOf(k, m.Rules.Prefix)
+		if !ok || containsString(ids, string(id)) {
+			continue
+		}
+		ids = append(ids, string(id))
+	}
+	for _, id := range ids {
+		fits, fresh := m.fits(id, g, bound, ws)
+		if fits {
+			continue
+		}
+		if !fresh {
+			if before != nil {
+				before()
+				before = nil
+			}
+			if err := m.measure(ctx, id); err != nil {
+				return fmt.Errorf("measure room %s: %w", id, err)
+			}
+			fits, _ = m.fits(id, g, bound, ws)
+		}
+		if !fits {
+			m.tooLarge.Add(1)
+			return ErrTooLarge
+		}
+	}
+	return nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// fits reports whether a write fits in room id's ledger, and if so counts
+// it there; fresh reports whether a ledger that refused it is exact (recent,
+// and no unknown growth since), so that measuring again cannot change the
+// answer.
+func (m *Manager) fits(id string, g policy.Growth, bound int, ws []policy.StringWrite) (fits, fresh bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.sizes[id]
+	if r == nil {
+		return false, false
+	}
+	add := bound
+	if g == policy.GrowthStrings {
+		add = 0
+		for _, w := range ws {
+			if kid, _, ok := policy.RoomOf(w.Key, m.Rules.Prefix); ok && string(kid) == id {
+				add += stringDelta(r, w)
+			}
+		}
+	}
+	if add > 0 && r.base+r.grown+add > m.Rules.MaxBytes {
+		return false, r.grown == 0 && m.now().Sub(r.measured) < sizeFresh
+	}
+	if g != policy.GrowthStrings {
+		r.grown += bound
+		r.admitted += bound
+		return true, false
+	}
+	for _, w := range ws {
+		if kid, _, ok := policy.RoomOf(w.Key, m.Rules.Prefix); ok && string(kid) == id {
+			d := stringDelta(r, w)
+			r.base += d
+			r.admitted += max(d, 0)
+			size := len(w.Key) + len(w.Value)
+			if old := r.strs[string(w.Key)]; w.Conditional && old > size {
+				size = old // the old value may stay
+			}
+			if old, ok := r.strs[string(w.Key)]; !ok || old != size {
+				r.strs[string(w.Key)] = size // allocates the key: only when it changes
+			}
+		}
+	}
+	return true, false
+}
+
+// stringDelta is what a string write changes in the room's size: the new
+// value replaces the known old one (a key not known as a string counts as
+// new); a conditional write may leave the old value, so it never shrinks.
+func stringDelta(r *roomBytes, w policy.StringWrite) int {
+	d := len(w.Key) + len(w.Value) - r.strs[string(w.Key)]
+	if w.Conditional && d < 0 {
+		return 0
+	}
+	return d
+}
+
+// measure reads room id's snapshot (its pending writes flushed first, in
+// the same call) and rebases its ledger on it.
+func (m *Manager) measure(ctx context.Context, id string) error {
+	mu := m.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	since := m.admittedOf(id)
+	var keys map[string]fallback.Value
+	var err error
+	if m.debounce != nil {
+		_, keys, err = m.debounce.flushLocked(ctx, id, true)
+	} else {
+		keys, err = m.snapshot(ctx, id)
+	}
+	if err != nil {
+		return err
+	}
+	m.sizeChecks.Add(1)
+	m.rebase(id, keys, since)
+	return nil
+}

@@ -1,0 +1,223 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/fallback"
+	"github.com/roomproxy/roomproxy/policy"
+)
+
+// fakeRoom answers the snapshot script from string keys it holds, counting
+// the snapshots read; during, if set, runs while one is being read.
+type fakeRoom struct {
+	keys      map[string]string
+	snapshots int
+	during    func()
+}
+
+func (f *fakeRoom) exec(_ context.Context, cmds [][][]byte) []batch.Reply {
+	out := make([]batch.Reply, len(cmds))
+	for i, c := range cmds {
+		if !strings.EqualFold(string(c[0]), "EVAL") || string(c[1]) != snapshotScript {
+			out[i] = batch.Reply{Err: errors.New("fakeRoom: only the snapshot script")}
+			continue
+		}
+		f.snapshots++
+		if f.during != nil {
+			f.during()
+		}
+		b := []byte("*" + strconv.Itoa(3*len(f.keys)) + "\r\n")
+		for k, v := range f.keys {
+			for _, s := range []string{k, fallback.TypeString, v} {
+				b = append(b, "$"+strconv.Itoa(len(s))+"\r\n"+s+"\r\n"...)
+			}
+		}
+		out[i] = batch.Reply{Raw: b}
+	}
+	return out
+}
+
+// sizeManager is a Manager whose rooms may hold limit bytes, reading its
+// snapshots from f, on a clock the test moves.
+func sizeManager(t *testing.T, f *fakeRoom, limit int) (*Manager, *time.Time) {
+	st, err := fallback.OpenEmbedded(filepath.Join(t.TempDir(), "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	rules := policy.DefaultRules()
+	rules.MaxBytes = limit
+	now := time.Unix(1e9, 0)
+	return New(rules, st, f.exec, func() time.Time { return now }), &now
+}
+
+func admit(m *Manager, a ...string) error {
+	args := args(a...)
+	name := strings.ToLower(a[0])
+	var keys [][]byte
+	switch name {
+	case "mset":
+		for i := 1; i < len(args); i += 2 {
+			keys = append(keys, args[i])
+		}
+	default:
+		keys = args[1:2]
+	}
+	return m.AdmitWrite(context.Background(), name, args, keys, nil)
+}
+
+// TestAdmitWriteLedger: writes that fit are admitted without reading the
+// room; a room is measured only when a write may not fit, and a write that
+// would take it over ROOM_MAX_BYTES is refused.
+func TestAdmitWriteLedger(t *testing.T) {
+	f := &fakeRoom{keys: map[string]string{"room:a": `{"status":"active"}`}} // 6+19 = 25 bytes
+	m, now := sizeManager(t, f, 1000)
+
+	// An unknown room is measured once, on its first write.
+	if err := admit(m, "HSET", "room:a:h", "f", "v"); err != nil || f.snapshots != 1 {
+		t.Fatalf("first write: %v, %d snapshots", err, f.snapshots)
+	}
+	// Bounded writes count by their arguments (plus slack) and need no read
+	// while the room's known size plus them fits.
+	for i := 0; i < 20; i++ {
+		if err := admit(m, "HSET", "room:a:h", "f", "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.snapshots != 1 {
+		t.Fatalf("%d snapshots for writes that fit", f.snapshots)
+	}
+	// Counted as up to 21 * 42 bytes: the next one may not fit, so the room
+	// is measured again (the fake room still holds 25 bytes) and admitted.
+	if err := admit(m, "HSET", "room:a:h", "f", strings.Repeat("x", 100)); err != nil || f.snapshots != 2 {
+		t.Fatalf("write after the bound ran out: %v, %d snapshots", err, f.snapshots)
+	}
+
+	// A string write is counted exactly: 836 bytes of 1000 are known now.
+	if err := admit(m, "SET", "room:a:blob", strings.Repeat("b", 800)); err != nil || f.snapshots != 2 {
+		t.Fatalf("blob: %v, %d snapshots", err, f.snapshots)
+	}
+	f.keys["room:a:blob"] = strings.Repeat("b", 800) // as Redis has it
+	// A write larger than what is left is refused on a fresh measurement.
+	err := admit(m, "APPEND", "room:a:blob", strings.Repeat("c", 200))
+	if !errors.Is(err, ErrTooLarge) || f.snapshots != 3 {
+		t.Fatalf("write past the limit: %v, %d snapshots", err, f.snapshots)
+	}
+	// Refused again within sizeFresh without reading the room again.
+	if err := admit(m, "APPEND", "room:a:blob", strings.Repeat("c", 200)); !errors.Is(err, ErrTooLarge) || f.snapshots != 3 {
+		t.Fatalf("second refusal: %v, %d snapshots", err, f.snapshots)
+	}
+	// Removing data is always admitted, without a read.
+	if err := admit(m, "DEL", "room:a:blob"); err != nil || f.snapshots != 3 {
+		t.Fatalf("DEL of a full room: %v, %d snapshots", err, f.snapshots)
+	}
+	// Once the measurement is older than sizeFresh, the room is read again
+	// (another instance, or an expiry, may have made room).
+	delete(f.keys, "room:a:blob")
+	*now = now.Add(2 * sizeFresh)
+	if err := admit(m, "APPEND", "room:a:blob", strings.Repeat("c", 200)); err != nil || f.snapshots != 4 {
+		t.Fatalf("after the keys went away: %v, %d snapshots", err, f.snapshots)
+	}
+	if st := m.Stats(); st.SizeChecks != 4 || st.TooLarge != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestAdmitStringOverwrites: string writes replace known values exactly, so
+// a room holding a large blob can rewrite it forever without being read or
+// refused, and a blob that really grows past the limit is refused.
+func TestAdmitStringOverwrites(t *testing.T) {
+	f := &fakeRoom{keys: map[string]string{"room:s": `{"status":"active"}`}}
+	m, _ := sizeManager(t, f, 1000)
+	blob := func(n int) string { return strings.Repeat("x", n) }
+	for i := 0; i < 20; i++ {
+		if err := admit(m, "SET", "room:s:state", blob(600+i)); err != nil {
+			t.Fatalf("overwrite %d: %v", i, err)
+		}
+	}
+	if f.snapshots != 1 {
+		t.Fatalf("%d snapshots for overwrites", f.snapshots)
+	}
+	// A second key of the same size would take the room over: refused.
+	if err := admit(m, "SETEX", "room:s:copy", "10", blob(600)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("second blob: %v", err)
+	}
+	// MSET counts each of its keys; shrinking one makes room for another.
+	if err := admit(m, "MSET", "room:s:state", blob(300), "room:s:copy", blob(300)); err != nil {
+		t.Fatalf("MSET that fits: %v", err)
+	}
+	// A conditional write may leave the old value: it never frees room.
+	if err := admit(m, "SET", "room:s:state", "tiny", "XX"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admit(m, "SET", "room:s:more", blob(400)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("room counted as freed by a conditional write: %v", err)
+	}
+	if f.snapshots != 1 {
+		t.Fatalf("%d snapshots; string writes should need only the first", f.snapshots)
+	}
+}
+
+// TestAdmitCountsWritesDuringMeasure: a write admitted while the room's
+// snapshot is being read may have missed it, so it stays counted.
+func TestAdmitCountsWritesDuringMeasure(t *testing.T) {
+	f := &fakeRoom{keys: map[string]string{"room:c": `{"status":"active"}`}}
+	m, now := sizeManager(t, f, 1000)
+	if err := admit(m, "HSET", "room:c:h", "f", "v"); err != nil { // measured: 25 bytes
+		t.Fatal(err)
+	}
+	f.during = func() {
+		f.during = nil
+		if err := admit(m, "APPEND", "room:c:log", strings.Repeat("l", 500)); err != nil {
+			t.Errorf("write during the snapshot: %v", err)
+		}
+	}
+	*now = now.Add(2 * sizeFresh)
+	// Forces a measurement (counted 42 + 932 > 1000), during which 500 bytes
+	// more are admitted; the snapshot (25 bytes) does not have them.
+	if err := admit(m, "APPEND", "room:c:log", strings.Repeat("l", 900)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("write on top of one admitted during the snapshot: %v", err)
+	}
+	if f.snapshots != 2 {
+		t.Fatalf("%d snapshots", f.snapshots)
+	}
+}
+
+// BenchmarkAdmitWrite: the cost a state write to a room pays for its size
+// check when it fits (no I/O): a string overwrite and a hash field write.
+func BenchmarkAdmitWrite(b *testing.B) {
+	f := &fakeRoom{keys: map[string]string{"room:b": `{"status":"active"}`}}
+	st, err := fallback.OpenEmbedded(filepath.Join(b.TempDir(), "r.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	m := New(policy.DefaultRules(), st, f.exec, nil)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		args [][]byte
+	}{
+		{"set", args("SET", "room:b:state", strings.Repeat("x", 200))},
+		{"hset", args("HSET", "room:b:players", "p1", "100")},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if err := m.AdmitWrite(ctx, c.name, c.args, c.args[1:2], nil); err != nil {
+					b.Fatal(err)
+				}
+				if i%10000 == 0 {
+					m.rebase("b", nil, m.admittedOf("b")) // keep the bound from running out
+				}
+			}
+		})
+	}
+}
