@@ -248,6 +248,7 @@ func (m *Manager) Plan(ctx context.Context, name string, args [][]byte, keys [][
 		size += len(a)
 	}
 	if size > m.Rules.MaxBytes {
+		m.tooLarge.Add(1)
 		return Plan{}, ErrTooLarge // no room can hold this write's data
 	}
 	for _, k := range keys {

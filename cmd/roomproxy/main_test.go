@@ -80,6 +80,16 @@ func TestZeroConfiguration(t *testing.T) {
 	if ttl, err := c.TTL(ctx, "room:zero").Result(); err != nil || ttl <= 0 {
 		t.Fatalf("room:zero TTL = %v, %v", ttl, err)
 	}
+	// ROOM_MAX_BYTES (1 MiB) holds for the room's keys together.
+	if err := c.Set(ctx, "room:zero:a", strings.Repeat("a", 700<<10), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "room:zero:b", strings.Repeat("b", 700<<10), 0).Err(); err == nil || err.Error() != "ERR room document too large" {
+		t.Fatalf("second 700 KiB key of one room: %v", err)
+	}
+	if info, err := c.Info(ctx, "rooms").Result(); err != nil || !strings.Contains(info, "room_too_large:1") || !strings.Contains(info, "room_size_checks:") {
+		t.Fatalf("INFO rooms after a refused write = %q, %v", info, err)
+	}
 	c.Close()
 	// redis-cli reads INFO, whole and by section.
 	_, port, _ := strings.Cut(addrs["roomproxy"], ":")
@@ -103,8 +113,9 @@ func TestZeroConfiguration(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if path == "/metrics" && !strings.Contains(string(body), `roomproxy_commands_total{cmd="set",outcome="ok"} 1`) {
-			t.Errorf("/metrics lacks the SET count:\n%s", body)
+		if path == "/metrics" && (!strings.Contains(string(body), `roomproxy_commands_total{cmd="set",outcome="ok"} 2`) ||
+			!strings.Contains(string(body), "roomproxy_room_too_large_total 1")) {
+			t.Errorf("/metrics lacks the SET count or the refused write:\n%s", body)
 		}
 		if path == "/health/redis" && !strings.Contains(string(body), `"used_memory_bytes"`) {
 			t.Errorf("/health/redis: %s", body)
