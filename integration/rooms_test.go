@@ -433,6 +433,92 @@ func roomTooLarge(t *testing.T, p *proxyUnderTest, r *testredis.Server, store *f
 	}
 }
 
+// TestRoomSizeUnderConcurrentWriters: eight connections grow one room at
+// once (APPEND, and debounced HSET of new fields) until they are refused.
+// The writes stop near ROOM_MAX_BYTES, not long before it, and never past
+// it, although the room is measured while other connections' writes are on
+// their way (they stay counted until they have landed); the room then
+// completes and reaches the store. (Before the writes were landed only once
+// sent, a drain between a write's admission and its sending landed it
+// early, and the room ended up to three chunks past the limit in about one
+// run in four.)
+func TestRoomSizeUnderConcurrentWriters(t *testing.T) {
+	p, r, store, _ := debounceSetup(t, rooms.DebounceConfig{})
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr, PoolSize: 16})
+	defer c.Close()
+	if err := c.Set(ctx, "room:conc", `{"status":"active"}`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const writers, chunk = 8, 8 << 10
+	limit := policy.DefaultRules().MaxBytes
+	var wg sync.WaitGroup
+	var accepted, refused atomic.Int64
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			value := strings.Repeat(strconv.Itoa(w), chunk)
+			for i := 0; i < 2*limit/chunk; i++ { // bounded: twice what fits
+				var err error
+				if w%2 == 0 {
+					err = c.Append(ctx, fmt.Sprintf("room:conc:log%d", w), value).Err()
+				} else {
+					err = c.HSet(ctx, fmt.Sprintf("room:conc:h%d", w), strconv.Itoa(i), value).Err()
+				}
+				if err != nil {
+					if err.Error() != "ERR room document too large" {
+						t.Errorf("writer %d: %v", w, err)
+					}
+					refused.Add(1)
+					return
+				}
+				accepted.Add(1)
+			}
+			t.Errorf("writer %d was never refused", w)
+		}()
+	}
+	wg.Wait()
+	if err := c.Set(ctx, "room:conc", `{"status":"completed"}`, 0).Err(); err != nil {
+		d := redis.NewClient(&redis.Options{Addr: r.Addr})
+		n := 0
+		for _, k := range d.Keys(ctx, "room:conc*").Val() {
+			n += len(k)
+			switch d.Type(ctx, k).Val() {
+			case "string":
+				n += int(d.StrLen(ctx, k).Val())
+			case "hash":
+				for f, v := range d.HGetAll(ctx, k).Val() {
+					n += len(f) + len(v)
+				}
+			}
+		}
+		d.Close()
+		t.Fatalf("completing the room: %v (Redis holds %d bytes of it)", err, n)
+	}
+	room, _, err := store.Get(ctx, "conc")
+	if err != nil || room.Status != "completed" {
+		t.Fatalf("stored room: %q, %v", room.Status, err)
+	}
+	size := 0
+	for k, v := range room.Keys {
+		size += len(k) + len(v.String)
+		for f, x := range v.Hash {
+			size += len(f) + len(x)
+		}
+	}
+	perWrite := chunk + 64 // a chunk, its key or field, and the bound's slack
+	t.Logf("%d writes accepted, %d refused; room %d bytes of %d", accepted.Load(), refused.Load(), size, limit)
+	if size > limit || size < limit-writers*perWrite {
+		t.Fatalf("room ended at %d bytes; want at most the %d limit and within %d of it", size, limit, writers*perWrite)
+	}
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	if n, _ := direct.Exists(ctx, "room:conc", "room:conc:log0").Result(); n != 0 {
+		t.Fatalf("%d keys of the completed room left in Redis", n)
+	}
+}
+
 // countingStore counts the room store's reads.
 type countingStore struct {
 	fallback.Store

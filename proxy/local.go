@@ -46,6 +46,7 @@ func cmdQuit(s *session, _ [][]byte) {
 
 func cmdReset(s *session, _ [][]byte) {
 	s.drain() // what came before RESET runs under the old protocol
+	s.endTx()
 	s.tx = txState{}
 	s.unpin()
 	if s.sub != nil && s.subscribed() > 0 {

@@ -44,8 +44,14 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 	}
 	down := m.Degradable() && s.roomDegraded(sp, args)
 	if !p.Lifecycle {
-		if !down && !s.admitRoomWrite(name, sp, args) {
-			return
+		if !down {
+			a, ok := s.admitRoomWrite(name, sp, args)
+			if !ok {
+				return
+			}
+			// Once the write is in the batch or the pending set: a drain
+			// before that (settle's) would land it before it is sent.
+			defer s.inFlight(a)
 		}
 		if s.coalesce(name, args) {
 			s.touchRooms(sp.keys(args)) // for a degraded room, its flushes go to the store
@@ -99,20 +105,59 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 // admitRoomWrite checks a write that keeps its rooms' states against
 // ROOM_MAX_BYTES (rooms.Manager.AdmitWrite) and answers it when refused.
 // A room that must be measured first is measured after the session's batch
-// so far has reached Redis.
-func (s *session) admitRoomWrite(name string, sp *Spec, args [][]byte) bool {
+// so far has reached Redis. What it counted must be landed once the write
+// has reached Redis or will not be sent (inFlight).
+func (s *session) admitRoomWrite(name string, sp *Spec, args [][]byte) (rooms.Admitted, bool) {
 	ctx, cancel := s.upstreamCtx()
-	err := s.srv.cfg.Rooms.AdmitWrite(ctx, name, args, sp.keys(args), s.drain)
+	a, err := s.srv.cfg.Rooms.AdmitWrite(ctx, name, args, sp.keys(args), s.drain)
 	cancel()
 	switch {
 	case err == nil:
-		return true
+		return a, true
 	case errors.Is(err, rooms.ErrTooLarge):
 		s.err("ERR room document too large")
 	default:
 		s.err(upstreamErrorText(err))
 	}
-	return false
+	return a, false
+}
+
+// inFlight keeps an admitted write's growth until the current batch has
+// drained (drain lands it). Called once the write is in the batch, in the
+// debouncer's pending set (which every snapshot flushes first), done, or
+// refused: by the next drain it is in Redis or will not be. Landing later
+// than that only overcounts for a moment; landing earlier (before the write
+// is sent) would let a snapshot that lacks it count it as there.
+func (s *session) inFlight(a rooms.Admitted) {
+	if !a.Empty() {
+		s.landings = append(s.landings, a)
+	}
+}
+
+// landAll lands every admitted write the session holds, its transaction's
+// too: they are in Redis, or will never be sent.
+func (s *session) landAll() {
+	m := s.srv.cfg.Rooms
+	if m == nil {
+		return
+	}
+	for _, a := range s.landings {
+		m.Land(a)
+	}
+	for _, a := range s.tx.landings {
+		m.Land(a)
+	}
+	clear(s.landings)
+	s.landings = s.landings[:0]
+	s.tx.landings = nil
+}
+
+// endTx hands the writes a transaction admitted to the session: they land
+// at the next drain. EXEC calls it once its commands are in the batch (or
+// ran on the lane); DISCARD and RESET at once, as nothing will be sent.
+func (s *session) endTx() {
+	s.landings = append(s.landings, s.tx.landings...)
+	s.tx.landings = nil
 }
 
 // scriptKeys are the keys a script declares: EVAL script numkeys key ...

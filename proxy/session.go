@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/rooms"
 	"github.com/tidwall/redcon"
 )
 
@@ -67,10 +68,11 @@ type session struct {
 	authFailures int
 
 	tx           txState
-	lane         Lane       // pinned by WATCH, or held for a blocking command
-	forwardNext  [][]byte   // set by a local handler: forward this as the command's own reply
-	afterForward [][][]byte // hidden commands to send right after forwardNext (room TTLs after EXEC)
-	afterDrain   []func()   // run once the current batch has reached the upstream (room locks)
+	lane         Lane             // pinned by WATCH, or held for a blocking command
+	forwardNext  [][]byte         // set by a local handler: forward this as the command's own reply
+	afterForward [][][]byte       // hidden commands to send right after forwardNext (room TTLs after EXEC)
+	afterDrain   []func()         // run once the current batch has reached the upstream (room locks)
+	landings     []rooms.Admitted // room writes' growth, landed when the batch drains (inFlight)
 
 	sub        Subscriber // from the first SUBSCRIBE on
 	channels   map[string]bool
@@ -370,6 +372,7 @@ func (s *session) close() {
 		s.lane = nil
 	}
 	s.closeSubscriber()
+	s.landAll()
 	s.srv.forget(s)
 }
 
@@ -545,6 +548,13 @@ func (s *session) drain() {
 	elapsed := time.Since(s.batchStart)
 	for _, unlock := range s.afterDrain {
 		unlock()
+	}
+	if len(s.landings) > 0 {
+		for _, a := range s.landings {
+			s.srv.cfg.Rooms.Land(a)
+		}
+		clear(s.landings)
+		s.landings = s.landings[:0]
 	}
 	if s.srv.cfg.Rooms != nil {
 		if s.srv.cfg.Rooms.Degradable() {

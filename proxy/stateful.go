@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roomproxy/roomproxy/batch"
+	"github.com/roomproxy/roomproxy/rooms"
 )
 
 // Lane is an upstream connection reserved for one session: for a transaction
@@ -41,6 +42,9 @@ type txState struct {
 	dirty  bool // a queued command was refused: EXEC answers EXECABORT
 	queued [][][]byte
 	after  [][][]byte // room TTLs and key index for queued writes, sent after EXEC
+	// landings are the room growth the queued writes were admitted with
+	// (ROOM_MAX_BYTES), landed once EXEC has run or the transaction ended.
+	landings []rooms.Admitted
 }
 
 var (
@@ -101,9 +105,15 @@ func (s *session) queue(sp *Spec, args [][]byte) {
 			s.err("ERR a room's lifecycle write (creating it, changing its status, deleting its keys) cannot run inside MULTI")
 			return
 		}
-		if !(s.srv.cfg.Rooms.Degradable() && s.roomDegraded(sp, args)) && !s.admitRoomWrite(sp.Name, sp, args) {
-			s.tx.dirty = true // refused at queue time: EXEC aborts, as in Redis
-			return
+		if !(s.srv.cfg.Rooms.Degradable() && s.roomDegraded(sp, args)) {
+			a, ok := s.admitRoomWrite(sp.Name, sp, args)
+			if !ok {
+				s.tx.dirty = true // refused at queue time: EXEC aborts, as in Redis
+				return
+			}
+			if !a.Empty() {
+				s.tx.landings = append(s.tx.landings, a)
+			}
 		}
 		for _, c := range p.After {
 			s.tx.after = append(s.tx.after, cloneArgs(c)) // they name the client's keys
@@ -146,6 +156,7 @@ func cmdDiscard(s *session, _ [][]byte) {
 		s.err("ERR DISCARD without MULTI")
 		return
 	}
+	s.endTx()
 	s.tx = txState{}
 	s.unpin()
 	s.simple("OK")
@@ -173,8 +184,11 @@ func cmdExec(s *session, _ [][]byte) {
 		s.err("ERR EXEC without MULTI")
 		return
 	}
+	// The queued writes' room growth lands once they are in the batch (or
+	// ran on the lane): settleCmds may drain before that.
+	defer s.endTx()
 	tx := s.tx
-	s.tx = txState{}
+	s.tx = txState{landings: tx.landings}
 	if tx.dirty {
 		s.unpin()
 		s.err("EXECABORT Transaction discarded because of previous errors.")

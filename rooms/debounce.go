@@ -670,7 +670,7 @@ func (d *Debouncer) flushAndPersist(ctx context.Context, id string, always bool)
 		persist = false
 		defer d.takeWrites(id) // nothing to store: forget the count
 	}
-	since := d.m.admittedOf(id)
+	since := d.m.landedOf(id)
 	covered, keys, err := d.flushLocked(ctx, id, persist)
 	if err != nil || !persist {
 		return err

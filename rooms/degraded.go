@@ -261,7 +261,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 	if state == policy.Completed {
 		m.forgetSize(id)
 	} else {
-		m.rebase(id, keys, m.admittedOf(id)) // what Redis gets back when it returns
+		m.rebase(id, keys, m.landedOf(id)) // what Redis gets back when it returns
 	}
 	m.markDirty(id)
 	if d := m.debounce; d != nil {

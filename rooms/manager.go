@@ -371,7 +371,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	if m.Down() {
 		return nil, nil, errDown // the caller serves the write from the store
 	}
-	since := m.admittedOf(p.ID)
+	since := m.landedOf(p.ID)
 	if m.debounce != nil {
 		covered, keys, err = m.debounce.flushLocked(ctx, p.ID, true)
 	} else {

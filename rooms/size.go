@@ -23,9 +23,12 @@ import (
 //     (policy.WriteGrowth: their arguments, plus what a counter or SETRANGE
 //     can add beyond them).
 //
-// Writes admitted while a snapshot was being read may or may not be in it:
-// they stay counted in grown after the rebase (admitted, a running total,
-// is read before the snapshot and again at the rebase).
+// A write admitted but not yet in Redis when a snapshot's read begins may
+// or may not be in it: it stays counted in grown after the rebase. The
+// ledger keeps two running totals, the growth admitted and the growth
+// landed (the caller calls Land once the write has reached Redis, or will
+// not be sent); landed is read when the snapshot's read begins, and grown
+// after the rebase is what was admitted beyond it.
 //
 // A write whose growth fits under the limit on top of base+grown is admitted
 // without I/O. One that does not is checked on a fresh snapshot (the room's
@@ -38,9 +41,10 @@ import (
 // a client's shorter TTL (both corrected by the next snapshot), commands
 // whose growth their arguments do not give (COPY, RENAME, *STORE, LMOVE,
 // scripts: admitted, and seen by the next snapshot, which the room's
-// periodic persist takes within PERSIST_INTERVAL), and a write of another
-// connection admitted before a snapshot's read began but not yet in Redis
-// when it was read.
+// periodic persist takes within PERSIST_INTERVAL). A write must be landed
+// only once it is sent (or held in the debouncer's pending set, which every
+// snapshot flushes first): landed earlier, a snapshot that lacks it would
+// count it as there.
 
 // sizeFresh is how long a measured ledger with no unknown growth since is
 // trusted to refuse a write without measuring again.
@@ -56,24 +60,25 @@ type roomBytes struct {
 	base     int            // measured size, with string writes since
 	grown    int            // most that other writes admitted since added
 	admitted int            // running total of growth admitted (see rebase)
+	landed   int            // running total of admitted growth in Redis
 	strs     map[string]int // string keys' sizes (name and value) as known
 	measured time.Time
 }
 
-// admittedOf is room id's running total of admitted growth, read before a
+// landedOf is room id's running total of landed growth, read before a
 // snapshot of the room is: the since of rebase.
-func (m *Manager) admittedOf(id string) int {
+func (m *Manager) landedOf(id string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.sizes[id]; r != nil {
-		return r.admitted
+		return r.landed
 	}
 	return 0
 }
 
 // rebase records room id's size measured on keys, a snapshot of it whose
-// read began when the room's admitted total was since (admittedOf): what
-// was admitted after that stays counted, as it may have missed the snapshot.
+// read began when the room's landed total was since (landedOf): what was
+// admitted beyond that stays counted, as it may have missed the snapshot.
 func (m *Manager) rebase(id string, keys map[string]fallback.Value, since int) {
 	r := &roomBytes{base: roomSize(keys), strs: map[string]int{}, measured: m.now()}
 	for k, v := range keys {
@@ -84,7 +89,7 @@ func (m *Manager) rebase(id string, keys map[string]fallback.Value, since int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if old := m.sizes[id]; old != nil {
-		r.admitted = old.admitted
+		r.admitted, r.landed = old.admitted, old.landed
 		r.grown = max(old.admitted-since, 0)
 	} else if len(m.sizes) >= maxLedgers {
 		clear(m.sizes)
@@ -100,24 +105,50 @@ func (m *Manager) forgetSize(id string) {
 	m.mu.Unlock()
 }
 
+// Admitted is the growth AdmitWrite counted for one write, by room. The
+// caller passes it to Land once the write has reached Redis, or will not be
+// sent; until then the rooms' ledgers keep it counted through snapshots.
+type Admitted struct {
+	id   string
+	n    int
+	more []roomGrowth // the rooms after the first (MSET across rooms)
+}
+
+type roomGrowth struct {
+	id string
+	n  int
+}
+
+func (a *Admitted) add(id string, n int) {
+	if n <= 0 {
+		return
+	}
+	if a.id == "" {
+		a.id, a.n = id, n
+		return
+	}
+	a.more = append(a.more, roomGrowth{id, n})
+}
+
 // AdmitWrite decides whether a write to room keys that keeps the rooms'
 // states (not a lifecycle write: Apply measures those) fits in
 // ROOM_MAX_BYTES, and if so counts it in the rooms' ledgers. It returns
-// ErrTooLarge for a write that would take a room over the limit. When a
-// room must be measured, before is called first (once): the caller sends
-// what it holds for Redis, so the snapshot includes its own earlier writes
-// and it holds no room's lock.
-func (m *Manager) AdmitWrite(ctx context.Context, name string, args, keys [][]byte, before func()) error {
+// ErrTooLarge for a write that would take a room over the limit, and
+// otherwise what it counted, for Land. When a room must be measured, before
+// is called first (once): the caller sends what it holds for Redis, so the
+// snapshot includes its own earlier writes and it holds no room's lock.
+func (m *Manager) AdmitWrite(ctx context.Context, name string, args, keys [][]byte, before func()) (Admitted, error) {
+	var a Admitted
 	g, bound := policy.WriteGrowth(name, args)
 	var buf [2]policy.StringWrite
 	ws := buf[:0]
 	switch g {
 	case policy.GrowthNone, policy.GrowthUnknown:
-		return nil
+		return a, nil
 	case policy.GrowthStrings:
 		var ok bool
 		if ws, ok = policy.StringWrites(ws, name, args); !ok {
-			return nil // Redis refuses it
+			return a, nil // Redis refuses it
 		}
 	}
 	var seen [4]string
@@ -130,26 +161,48 @@ func (m *Manager) AdmitWrite(ctx context.Context, name string, args, keys [][]by
 		ids = append(ids, string(id))
 	}
 	for _, id := range ids {
-		fits, fresh := m.fits(id, g, bound, ws)
-		if fits {
-			continue
-		}
-		if !fresh {
+		n, fits, fresh := m.fits(id, g, bound, ws)
+		if !fits && !fresh {
 			if before != nil {
 				before()
 				before = nil
 			}
 			if err := m.measure(ctx, id); err != nil {
-				return fmt.Errorf("measure room %s: %w", id, err)
+				m.Land(a)
+				return Admitted{}, fmt.Errorf("measure room %s: %w", id, err)
 			}
-			fits, _ = m.fits(id, g, bound, ws)
+			n, fits, _ = m.fits(id, g, bound, ws)
 		}
 		if !fits {
+			m.Land(a) // the rooms before it will not get it
 			m.tooLarge.Add(1)
-			return ErrTooLarge
+			return Admitted{}, ErrTooLarge
+		}
+		a.add(id, n)
+	}
+	return a, nil
+}
+
+// Empty reports whether nothing was counted (nothing to land).
+func (a Admitted) Empty() bool { return a.id == "" }
+
+// Land records that an admitted write has reached Redis (or will not be
+// sent): snapshots read from now on have it.
+func (m *Manager) Land(a Admitted) {
+	if a.id == "" {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	land := func(id string, n int) {
+		if r := m.sizes[id]; r != nil {
+			r.landed = min(r.landed+n, r.admitted)
 		}
 	}
-	return nil
+	land(a.id, a.n)
+	for _, g := range a.more {
+		land(g.id, g.n)
+	}
 }
 
 func containsString(list []string, s string) bool {
@@ -162,15 +215,15 @@ func containsString(list []string, s string) bool {
 }
 
 // fits reports whether a write fits in room id's ledger, and if so counts
-// it there; fresh reports whether a ledger that refused it is exact (recent,
-// and no unknown growth since), so that measuring again cannot change the
-// answer.
-func (m *Manager) fits(id string, g policy.Growth, bound int, ws []policy.StringWrite) (fits, fresh bool) {
+// it there and returns the growth it counted (n); fresh reports whether a
+// ledger that refused it is exact (recent, and no unknown growth since), so
+// that measuring again cannot change the answer.
+func (m *Manager) fits(id string, g policy.Growth, bound int, ws []policy.StringWrite) (n int, fits, fresh bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.sizes[id]
 	if r == nil {
-		return false, false
+		return 0, false, false
 	}
 	add := bound
 	if g == policy.GrowthStrings {
@@ -182,18 +235,19 @@ func (m *Manager) fits(id string, g policy.Growth, bound int, ws []policy.String
 		}
 	}
 	if add > 0 && r.base+r.grown+add > m.Rules.MaxBytes {
-		return false, r.grown == 0 && m.now().Sub(r.measured) < sizeFresh
+		return 0, false, r.grown == 0 && m.now().Sub(r.measured) < sizeFresh
 	}
 	if g != policy.GrowthStrings {
 		r.grown += bound
 		r.admitted += bound
-		return true, false
+		return bound, true, false
 	}
 	for _, w := range ws {
 		if kid, _, ok := policy.RoomOf(w.Key, m.Rules.Prefix); ok && string(kid) == id {
 			d := stringDelta(r, w)
 			r.base += d
 			r.admitted += max(d, 0)
+			n += max(d, 0)
 			size := len(w.Key) + len(w.Value)
 			if old := r.strs[string(w.Key)]; w.Conditional && old > size {
 				size = old // the old value may stay
@@ -203,7 +257,7 @@ func (m *Manager) fits(id string, g policy.Growth, bound int, ws []policy.String
 			}
 		}
 	}
-	return true, false
+	return n, true, false
 }
 
 // stringDelta is what a string write changes in the room's size: the new
@@ -223,7 +277,7 @@ func (m *Manager) measure(ctx context.Context, id string) error {
 	mu := m.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
-	since := m.admittedOf(id)
+	since := m.landedOf(id)
 	var keys map[string]fallback.Value
 	var err error
 	if m.debounce != nil {
