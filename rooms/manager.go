@@ -566,19 +566,25 @@ func seconds(d time.Duration) []byte {
 func roomSize(keys map[string]fallback.Value) int {
 	n := 0
 	for k, v := range keys {
-		n += len(k) + len(v.String)
-		for f, x := range v.Hash {
-			n += len(f) + len(x)
-		}
-		for _, x := range v.Set {
-			n += len(x)
-		}
-		for _, x := range v.List {
-			n += len(x)
-		}
-		for _, z := range v.ZSet {
-			n += len(z.Member) + 8
-		}
+		n += keySize(k, v)
+	}
+	return n
+}
+
+// keySize is what one key adds to its room's size: its name and its data.
+func keySize(k string, v fallback.Value) int {
+	n := len(k) + len(v.String)
+	for f, x := range v.Hash {
+		n += len(f) + len(x)
+	}
+	for _, x := range v.Set {
+		n += len(x)
+	}
+	for _, x := range v.List {
+		n += len(x)
+	}
+	for _, z := range v.ZSet {
+		n += len(z.Member) + 8
 	}
 	return n
 }

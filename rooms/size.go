@@ -18,7 +18,8 @@ import (
 //   - base is the room's size as measured on the last snapshot this process
 //     read (a lifecycle write's, a periodic persist's, or one taken to check
 //     a write), kept exact since through the string writes admitted (SET,
-//     SETEX, MSET, ...: their new values replace known old ones);
+//     SETEX, MSET, ...: their new values replace the key's known old data,
+//     whatever its type);
 //   - grown is the most that the other writes admitted since can have added
 //     (policy.WriteGrowth: their arguments, plus what a counter or SETRANGE
 //     can add beyond them).
@@ -33,9 +34,10 @@ import (
 // A write whose growth fits under the limit on top of base+grown is admitted
 // without I/O. One that does not is checked on a fresh snapshot (the room's
 // pending writes flushed and its keys read in one call) unless the ledger
-// is already exact (nothing but string writes since a snapshot less than
-// sizeFresh old): a room near its limit pays one snapshot per admitted write
-// of unknown effect, and a full room at most one a second.
+// is already exact (nothing but unconditional string writes since a
+// snapshot less than sizeFresh old): a room near its limit pays one
+// snapshot per admitted write of unknown effect, and a full room at most one
+// a second.
 //
 // What the ledger cannot see: writes of other instances, keys that expire on
 // a client's shorter TTL (both corrected by the next snapshot), commands
@@ -61,7 +63,8 @@ type roomBytes struct {
 	grown    int            // most that other writes admitted since added
 	admitted int            // running total of growth admitted (see rebase)
 	landed   int            // running total of admitted growth in Redis
-	strs     map[string]int // string keys' sizes (name and value) as known
+	keys     map[string]int // each key's size (name and data) as measured, or as a string write set it
+	approx   bool           // a conditional string write since may not have happened: base may be high
 	measured time.Time
 }
 
@@ -80,11 +83,11 @@ func (m *Manager) landedOf(id string) int {
 // read began when the room's landed total was since (landedOf): what was
 // admitted beyond that stays counted, as it may have missed the snapshot.
 func (m *Manager) rebase(id string, keys map[string]fallback.Value, since int) {
-	r := &roomBytes{base: roomSize(keys), strs: map[string]int{}, measured: m.now()}
+	r := &roomBytes{keys: make(map[string]int, len(keys)), measured: m.now()}
 	for k, v := range keys {
-		if v.Type == fallback.TypeString {
-			r.strs[k] = len(k) + len(v.String)
-		}
+		n := keySize(k, v)
+		r.keys[k] = n
+		r.base += n
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -235,7 +238,7 @@ func (m *Manager) fits(id string, g policy.Growth, bound int, ws []policy.String
 		}
 	}
 	if add > 0 && r.base+r.grown+add > m.Rules.MaxBytes {
-		return 0, false, r.grown == 0 && m.now().Sub(r.measured) < sizeFresh
+		return 0, false, r.grown == 0 && !r.approx && m.now().Sub(r.measured) < sizeFresh
 	}
 	if g != policy.GrowthStrings {
 		r.grown += bound
@@ -249,11 +252,12 @@ func (m *Manager) fits(id string, g policy.Growth, bound int, ws []policy.String
 			r.admitted += max(d, 0)
 			n += max(d, 0)
 			size := len(w.Key) + len(w.Value)
-			if old := r.strs[string(w.Key)]; w.Conditional && old > size {
-				size = old // the old value may stay
+			if w.Conditional {
+				r.approx = true // NX/XX: it may leave the old value, or none
+				size = max(size, r.keys[string(w.Key)])
 			}
-			if old, ok := r.strs[string(w.Key)]; !ok || old != size {
-				r.strs[string(w.Key)] = size // allocates the key: only when it changes
+			if old, ok := r.keys[string(w.Key)]; !ok || old != size {
+				r.keys[string(w.Key)] = size // allocates the key: only when it changes
 			}
 		}
 	}
@@ -261,10 +265,11 @@ func (m *Manager) fits(id string, g policy.Growth, bound int, ws []policy.String
 }
 
 // stringDelta is what a string write changes in the room's size: the new
-// value replaces the known old one (a key not known as a string counts as
-// new); a conditional write may leave the old value, so it never shrinks.
+// value replaces the key's known old data (of any type: SET replaces a hash
+// too; a key not known counts as new); a conditional write may leave the
+// old data, so it never shrinks.
 func stringDelta(r *roomBytes, w policy.StringWrite) int {
-	d := len(w.Key) + len(w.Value) - r.strs[string(w.Key)]
+	d := len(w.Key) + len(w.Value) - r.keys[string(w.Key)]
 	if w.Conditional && d < 0 {
 		return 0
 	}

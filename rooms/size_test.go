@@ -14,10 +14,12 @@ import (
 	"github.com/roomproxy/roomproxy/policy"
 )
 
-// fakeRoom answers the snapshot script from string keys it holds, counting
-// the snapshots read; during, if set, runs while one is being read.
+// fakeRoom answers the snapshot script from the string keys and hashes it
+// holds, counting the snapshots read; during, if set, runs while one is
+// being read.
 type fakeRoom struct {
 	keys      map[string]string
+	hashes    map[string]map[string]string
 	snapshots int
 	during    func()
 }
@@ -33,10 +35,16 @@ func (f *fakeRoom) exec(_ context.Context, cmds [][][]byte) []batch.Reply {
 		if f.during != nil {
 			f.during()
 		}
-		b := []byte("*" + strconv.Itoa(3*len(f.keys)) + "\r\n")
+		bulk := func(b []byte, s string) []byte { return append(b, "$"+strconv.Itoa(len(s))+"\r\n"+s+"\r\n"...) }
+		b := []byte("*" + strconv.Itoa(3*(len(f.keys)+len(f.hashes))) + "\r\n")
 		for k, v := range f.keys {
-			for _, s := range []string{k, fallback.TypeString, v} {
-				b = append(b, "$"+strconv.Itoa(len(s))+"\r\n"+s+"\r\n"...)
+			b = bulk(bulk(bulk(b, k), fallback.TypeString), v)
+		}
+		for k, h := range f.hashes {
+			b = bulk(bulk(b, k), fallback.TypeHash)
+			b = append(b, "*"+strconv.Itoa(2*len(h))+"\r\n"...)
+			for field, v := range h {
+				b = bulk(bulk(b, field), v)
 			}
 		}
 		out[i] = batch.Reply{Raw: b}
@@ -161,15 +169,34 @@ func TestAdmitStringOverwrites(t *testing.T) {
 	if err := admit(m, "MSET", "room:s:state", blob(300), "room:s:copy", blob(300)); err != nil {
 		t.Fatalf("MSET that fits: %v", err)
 	}
-	// A conditional write may leave the old value: it never frees room.
-	if err := admit(m, "SET", "room:s:state", "tiny", "XX"); err != nil {
-		t.Fatal(err)
-	}
-	if err := admit(m, "SET", "room:s:more", blob(400)); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("room counted as freed by a conditional write: %v", err)
-	}
 	if f.snapshots != 1 {
 		t.Fatalf("%d snapshots; string writes should need only the first", f.snapshots)
+	}
+	// A conditional write may leave the old value: it never frees room, and
+	// the ledger is no longer exact, so a write it refuses is checked on a
+	// snapshot (here the NX did not apply: Redis still has 300 bytes).
+	if err := admit(m, "SET", "room:s:state", "tiny", "NX"); err != nil {
+		t.Fatal(err)
+	}
+	f.keys["room:s:state"], f.keys["room:s:copy"] = blob(300), blob(300)
+	if err := admit(m, "SET", "room:s:more", blob(400)); !errors.Is(err, ErrTooLarge) || f.snapshots != 2 {
+		t.Fatalf("room counted as freed by a conditional write: %v, %d snapshots", err, f.snapshots)
+	}
+}
+
+// TestAdmitSetReplacesAnyType: SET replaces a key whatever it held, so a
+// measured hash it overwrites stops counting.
+func TestAdmitSetReplacesAnyType(t *testing.T) {
+	f := &fakeRoom{
+		keys:   map[string]string{"room:t": `{"status":"active"}`},
+		hashes: map[string]map[string]string{"room:t:h": {"f": strings.Repeat("h", 600)}},
+	}
+	m, _ := sizeManager(t, f, 1000)
+	if err := admit(m, "SET", "room:t:h", "small"); err != nil || f.snapshots != 1 { // 25 + 8 + 5
+		t.Fatalf("SET over the hash: %v, %d snapshots", err, f.snapshots)
+	}
+	if err := admit(m, "SET", "room:t:blob", strings.Repeat("b", 600)); err != nil || f.snapshots != 1 {
+		t.Fatalf("a 600-byte value where the hash was: %v, %d snapshots", err, f.snapshots)
 	}
 }
 
