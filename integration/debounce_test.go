@@ -226,8 +226,9 @@ func TestDebounceHotKey(t *testing.T) {
 	after := commandCalls(t, direct)
 	sets := after["set"] - before["set"]
 	allowed := int64(2*elapsed2.Seconds()) + 2 // 2 a second, plus the first and the ROOM.FLUSH
-	t.Logf("%d writes acknowledged in %v (%.0f/s); %d reached Redis (%d EVAL calls)",
-		last, elapsed.Round(time.Millisecond), float64(last)/elapsed.Seconds(), sets, after["eval"]-before["eval"])
+	t.Logf("%d writes acknowledged in %v (%.0f/s); %d reached Redis (%d EVAL and EVALSHA calls)",
+		last, elapsed.Round(time.Millisecond), float64(last)/elapsed.Seconds(), sets,
+		after["eval"]+after["evalsha"]-before["eval"]-before["evalsha"])
 	if sets > allowed {
 		t.Fatalf("%d upstream writes of the key in %v, want at most %d (2 a second)", sets, elapsed2, allowed)
 	}
@@ -240,6 +241,51 @@ func TestDebounceHotKey(t *testing.T) {
 	}
 	if st := d.Stats(); st.Coalesced < int64(last)-2 {
 		t.Fatalf("coalesced %d of %d writes", st.Coalesced, last)
+	}
+}
+
+// TestFlushesUseEvalsha: a debounced room's flushes reach Redis as EVALSHA
+// (the script's digest, not its 1.4 KB of text); when Redis's script cache
+// has been emptied (SCRIPT FLUSH, as after a restart or a failover), the
+// next flush is answered NOSCRIPT, is sent again as EVAL, and its writes
+// still land.
+func TestFlushesUseEvalsha(t *testing.T) {
+	p, r, _, _ := debounceSetup(t, rooms.DebounceConfig{Window: time.Hour}) // flushed by ROOM.FLUSH only
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer direct.Close()
+	if err := c.Set(ctx, "room:sha", stateDoc("active", 0), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	flush := func(value string) (eval, evalsha int64) {
+		t.Helper()
+		before := commandCalls(t, direct)
+		if err := c.Set(ctx, "room:sha:pos", value, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Do(ctx, "ROOM.FLUSH", "sha").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := direct.Get(ctx, "room:sha:pos").Result(); err != nil || v != value {
+			t.Fatalf("Redis holds %q, %v after the flush; want %q", v, err, value)
+		}
+		after := commandCalls(t, direct)
+		return after["eval"] - before["eval"], after["evalsha"] - before["evalsha"]
+	}
+	flush("warm") // the first flush may load the script
+	if eval, evalsha := flush("1"); eval != 0 || evalsha == 0 {
+		t.Fatalf("a flush sent %d EVAL and %d EVALSHA calls; want EVALSHA only", eval, evalsha)
+	}
+	if err := direct.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if eval, _ := flush("2"); eval == 0 {
+		t.Fatal("after SCRIPT FLUSH the flush was not sent again as EVAL")
+	}
+	if eval, evalsha := flush("3"); eval != 0 || evalsha == 0 {
+		t.Fatalf("once reloaded, a flush sent %d EVAL and %d EVALSHA calls; want EVALSHA only", eval, evalsha)
 	}
 }
 

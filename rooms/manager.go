@@ -59,6 +59,7 @@ type Manager struct {
 	restored    atomic.Int64 // keys restored
 	sizeChecks  atomic.Int64 // rooms measured to admit a write (size.go)
 	tooLarge    atomic.Int64 // writes refused: the room would exceed ROOM_MAX_BYTES
+	reloads     atomic.Int64 // script calls sent again as EVAL after NOSCRIPT (scripts.go)
 }
 
 // Stats are the room manager's counters since start.
@@ -67,6 +68,9 @@ type Stats struct {
 	// SizeChecks counts snapshots read to admit a write against
 	// ROOM_MAX_BYTES; TooLarge the writes refused for it.
 	SizeChecks, TooLarge int64
+	// ScriptReloads counts room script calls the upstream answered NOSCRIPT
+	// (its script cache was emptied) and that were sent again as EVAL.
+	ScriptReloads int64
 }
 
 // Stats returns the counters.
@@ -76,7 +80,7 @@ func (m *Manager) Stats() Stats {
 	m.mu.Unlock()
 	return Stats{Known: known, LifecycleWrites: m.lifecycle.Load(), StoreErrors: m.storeErrors.Load(),
 		RoomsRestored: m.restores.Load(), KeysRestored: m.restored.Load(),
-		SizeChecks: m.sizeChecks.Load(), TooLarge: m.tooLarge.Load()}
+		SizeChecks: m.sizeChecks.Load(), TooLarge: m.tooLarge.Load(), ScriptReloads: m.reloads.Load()}
 }
 
 // New returns a Manager. now may be nil (time.Now).
@@ -84,8 +88,10 @@ func New(rules policy.Rules, store fallback.Store, exec Exec, now func() time.Ti
 	if now == nil {
 		now = time.Now
 	}
-	return &Manager{Rules: rules, store: store, exec: exec, now: now, states: map[string]policy.State{},
+	m := &Manager{Rules: rules, store: store, now: now, states: map[string]policy.State{},
 		refreshed: map[string]time.Time{}, quiet: map[string]map[string]time.Time{}, sizes: map[string]*roomBytes{}}
+	m.exec = scriptExec(exec, &m.reloads)
+	return m
 }
 
 // Store is the room store.

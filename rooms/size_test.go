@@ -27,7 +27,9 @@ type fakeRoom struct {
 func (f *fakeRoom) exec(_ context.Context, cmds [][][]byte) []batch.Reply {
 	out := make([]batch.Reply, len(cmds))
 	for i, c := range cmds {
-		if !strings.EqualFold(string(c[0]), "EVAL") || string(c[1]) != snapshotScript {
+		isEval := strings.EqualFold(string(c[0]), "EVAL") && string(c[1]) == snapshotScript
+		isSHA := strings.EqualFold(string(c[0]), "EVALSHA") && string(c[1]) == scriptSHA[snapshotScript]
+		if !isEval && !isSHA {
 			out[i] = batch.Reply{Err: errors.New("fakeRoom: only the snapshot script")}
 			continue
 		}

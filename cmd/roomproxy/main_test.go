@@ -87,7 +87,8 @@ func TestZeroConfiguration(t *testing.T) {
 	if err := c.Set(ctx, "room:zero:b", strings.Repeat("b", 700<<10), 0).Err(); err == nil || err.Error() != "ERR room document too large" {
 		t.Fatalf("second 700 KiB key of one room: %v", err)
 	}
-	if info, err := c.Info(ctx, "rooms").Result(); err != nil || !strings.Contains(info, "room_too_large:1") || !strings.Contains(info, "room_size_checks:") {
+	if info, err := c.Info(ctx, "rooms").Result(); err != nil || !strings.Contains(info, "room_too_large:1") || !strings.Contains(info, "room_size_checks:") ||
+		!strings.Contains(info, "room_script_reloads:") {
 		t.Fatalf("INFO rooms after a refused write = %q, %v", info, err)
 	}
 	c.Close()

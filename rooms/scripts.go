@@ -1,0 +1,71 @@
+package rooms
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"strings"
+	"sync/atomic"
+
+	"github.com/roomproxy/roomproxy/batch"
+)
+
+// The room scripts this package runs on its own round trips (a debounced
+// flush, a snapshot, a restore, a re-sync, a primed hash) go upstream as
+// EVALSHA: the script's 40-byte digest instead of its text, which is up to
+// 1.4 KB for the flush that every debounced room sends once a window. A
+// server whose script cache does not hold the script (restarted, failed
+// over, SCRIPT FLUSH) answers NOSCRIPT and runs nothing; those commands are
+// then sent again as EVAL, which runs the script and caches it.
+//
+// Only round trips made of known script calls alone are rewritten, so that
+// sending a refused call again after the others cannot change their order
+// relative to other commands. The scripts sent inside a client's pipeline
+// (a room's TTL and index after a lifecycle write, the sliding-TTL refresh)
+// stay EVAL: a NOSCRIPT there would be a hidden reply nobody retries.
+
+// scriptSHA maps the text of each script sent through scriptExec to its SHA1
+// digest, as EVALSHA names it.
+var scriptSHA = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range []string{flushScript, hashScript, resyncScript, snapshotScript, restoreScript} {
+		sum := sha1.Sum([]byte(s))
+		m[s] = hex.EncodeToString(sum[:])
+	}
+	return m
+}()
+
+// scriptExec wraps exec so that round trips of known script calls go as
+// EVALSHA (see above); reloads counts the calls sent again as EVAL.
+func scriptExec(exec Exec, reloads *atomic.Int64) Exec {
+	return func(ctx context.Context, cmds [][][]byte) []batch.Reply {
+		sha := make([][][]byte, len(cmds))
+		for i, c := range cmds {
+			if len(c) < 3 || !strings.EqualFold(string(c[0]), "EVAL") {
+				return exec(ctx, cmds)
+			}
+			digest, ok := scriptSHA[string(c[1])]
+			if !ok {
+				return exec(ctx, cmds)
+			}
+			sha[i] = append([][]byte{[]byte("EVALSHA"), []byte(digest)}, c[2:]...)
+		}
+		replies := exec(ctx, sha)
+		var again [][][]byte
+		var at []int
+		for i, r := range replies {
+			if r.Err == nil && bytes.HasPrefix(r.Raw, []byte("-NOSCRIPT")) {
+				again = append(again, cmds[i])
+				at = append(at, i)
+			}
+		}
+		if len(again) > 0 {
+			reloads.Add(int64(len(again)))
+			for j, r := range exec(ctx, again) {
+				replies[at[j]] = r
+			}
+		}
+		return replies
+	}
+}
