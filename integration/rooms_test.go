@@ -519,6 +519,45 @@ func TestRoomSizeUnderConcurrentWriters(t *testing.T) {
 	}
 }
 
+// TestClientTTLNoLongerThanTheRoom: a client's own TTL on a room key stands
+// when it is shorter than the room's, and a longer one, or none (PERSIST),
+// gets the room's TTL (SPEC 4.2), with and without debouncing. Before,
+// PERSIST left the key without a TTL, to outlive the room.
+func TestClientTTLNoLongerThanTheRoom(t *testing.T) {
+	for _, debounce := range []bool{false, true} {
+		t.Run(fmt.Sprintf("debounce=%v", debounce), func(t *testing.T) {
+			var p *proxyUnderTest
+			var r *testredis.Server
+			if debounce {
+				p, r, _, _ = debounceSetup(t, rooms.DebounceConfig{})
+			} else {
+				p, r, _, _ = roomsSetup(t)
+			}
+			ctx := context.Background()
+			c := redis.NewClient(&redis.Options{Addr: p.Addr})
+			defer c.Close()
+			direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+			defer direct.Close()
+			if err := c.Set(ctx, "room:ttl", `{"status":"waiting"}`, 0).Err(); err != nil { // 1800 s
+				t.Fatal(err)
+			}
+			c.Set(ctx, "room:ttl:lock", "v", 30*time.Second)
+			c.Set(ctx, "room:ttl:long", "v", 24*time.Hour)
+			c.HSet(ctx, "room:ttl:h", "f", "v")
+			c.HSet(ctx, "room:ttl:p", "f", "v")
+			if err := c.Do(ctx, "ROOM.FLUSH", "ttl").Err(); err != nil {
+				t.Fatal(err)
+			}
+			c.Expire(ctx, "room:ttl:h", 24*time.Hour)
+			c.Persist(ctx, "room:ttl:p")
+			ttlWithin(t, direct, "room:ttl:lock", 25*time.Second, 30*time.Second)
+			for _, k := range []string{"room:ttl:long", "room:ttl:h", "room:ttl:p"} {
+				ttlWithin(t, direct, k, 1790*time.Second, 1800*time.Second)
+			}
+		})
+	}
+}
+
 // countingStore counts the room store's reads.
 type countingStore struct {
 	fallback.Store

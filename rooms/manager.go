@@ -151,22 +151,85 @@ func setValue(name string, args [][]byte) ([]byte, bool) {
 	return nil, false
 }
 
-// clientExpiry reports whether a command sets its key's TTL itself (SET ...
-// EX/PX/EXAT/PXAT/KEEPTTL, SETEX, the EXPIRE family): the client's TTL stands
-// when shorter than the policy's, so roomproxy does not overwrite it.
-func clientExpiry(name string, args [][]byte) bool {
+// clientTTL is what a write command does to its keys' TTL by itself.
+type clientTTL struct {
+	sets bool // it sets, keeps or removes the TTL (EX, EXPIRE, KEEPTTL, PERSIST, ...)
+	// ttl is the TTL it leaves: above 0 that TTL, 0 none (PERSIST), below 0
+	// whatever the key had (KEEPTTL, GETEX without an option, a time already
+	// past, which deletes the key).
+	ttl time.Duration
+}
+
+// clientExpiry says what a command does to its key's TTL (SET ...
+// EX/PX/EXAT/PXAT/KEEPTTL, SETEX, PSETEX, GETEX, the EXPIRE family,
+// PERSIST). SPEC 4.2: the client's TTL stands only when shorter than the
+// policy's (own, in TTLFor); a longer one, or none (PERSIST), gets the
+// room's TTL after the command.
+func clientExpiry(name string, args [][]byte, now time.Time) clientTTL {
+	num := func(i int) (int64, bool) {
+		if i >= len(args) {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(string(args[i]), 10, 64)
+		return n, err == nil
+	}
+	// after reads a relative or absolute TTL option's value at args[i].
+	after := func(opt string, i int) clientTTL {
+		n, ok := num(i)
+		if !ok {
+			return clientTTL{sets: true, ttl: -1} // Redis refuses it: nothing changes
+		}
+		var d time.Duration
+		switch opt {
+		case "ex":
+			d = time.Duration(n) * time.Second
+		case "px":
+			d = time.Duration(n) * time.Millisecond
+		case "exat":
+			d = time.Unix(n, 0).Sub(now)
+		case "pxat":
+			d = time.UnixMilli(n).Sub(now)
+		}
+		if d <= 0 {
+			return clientTTL{sets: true, ttl: -1}
+		}
+		return clientTTL{sets: true, ttl: d}
+	}
 	switch name {
-	case "setex", "psetex", "expire", "pexpire", "expireat", "pexpireat", "persist", "getex":
-		return true
-	case "set":
-		for _, a := range args[3:] {
-			switch strings.ToLower(string(a)) {
-			case "ex", "px", "exat", "pxat", "keepttl":
-				return true
+	case "setex":
+		return after("ex", 2)
+	case "psetex":
+		return after("px", 2)
+	case "expire":
+		return after("ex", 2)
+	case "pexpire":
+		return after("px", 2)
+	case "expireat":
+		return after("exat", 2)
+	case "pexpireat":
+		return after("pxat", 2)
+	case "persist":
+		return clientTTL{sets: true}
+	case "set", "getex":
+		first := 3
+		if name == "getex" {
+			first = 2
+		}
+		for i := first; i < len(args); i++ {
+			switch o := strings.ToLower(string(args[i])); o {
+			case "ex", "px", "exat", "pxat":
+				return after(o, i+1)
+			case "keepttl":
+				return clientTTL{sets: true, ttl: -1}
+			case "persist":
+				return clientTTL{sets: true}
 			}
 		}
+		if name == "getex" {
+			return clientTTL{sets: true, ttl: -1} // without an option it changes nothing
+		}
 	}
-	return false
+	return clientTTL{}
 }
 
 // state returns the room's current state: cached, else from the store;
@@ -304,14 +367,24 @@ func (m *Manager) Plan(ctx context.Context, name string, args [][]byte, keys [][
 		}
 	}
 	// A state write: each key of a room joins its index and gets its TTL.
-	p.After = m.TTLFor(ctx, keys, clientExpiry(name, args))
+	p.After = m.ttlFor(ctx, keys, clientExpiry(name, args, m.now()))
 	return p, nil
 }
 
 // TTLFor returns the commands that put room keys in their room's index and
-// give them the room's TTL (unless own: the command set its TTL itself).
-// Used for state writes, script keys and writes queued in MULTI.
+// give them the room's TTL (unless own: the command set its TTL itself, no
+// longer than the room's). Used for script keys.
 func (m *Manager) TTLFor(ctx context.Context, keys [][]byte, own bool) [][][]byte {
+	c := clientTTL{}
+	if own {
+		c = clientTTL{sets: true, ttl: -1}
+	}
+	return m.ttlFor(ctx, keys, c)
+}
+
+// ttlFor is TTLFor for a command that does c to its keys' TTL: state writes
+// and writes queued in MULTI.
+func (m *Manager) ttlFor(ctx context.Context, keys [][]byte, c clientTTL) [][][]byte {
 	var after [][][]byte
 	for _, k := range keys {
 		id, _, ok := policy.RoomOf(k, m.Rules.Prefix)
@@ -319,10 +392,12 @@ func (m *Manager) TTLFor(ctx context.Context, keys [][]byte, own bool) [][][]byt
 			continue
 		}
 		s, _, _ := m.state(ctx, string(id)) // store down: the waiting TTL, the shorter one
-		secs := seconds(m.ttlOf(s))
+		ttl := m.ttlOf(s)
+		secs := seconds(ttl)
 		idx := []byte(IndexKey(string(id)))
 		after = append(after, [][]byte{[]byte("SADD"), idx, k}, [][]byte{[]byte("EXPIRE"), idx, secs})
-		if !own {
+		// The client's own TTL stands when it is no longer than the room's.
+		if own := c.sets && (c.ttl < 0 || (c.ttl > 0 && c.ttl <= ttl)); !own {
 			after = append(after, [][]byte{[]byte("EXPIRE"), k, secs})
 		}
 	}

@@ -209,3 +209,73 @@ func TestTouchSlidesActiveRoomsOncePerInterval(t *testing.T) {
 		t.Fatal("not refreshed after the interval")
 	}
 }
+
+// TestClientExpiry: what a command does to its key's TTL by itself, and so
+// whether the room's TTL follows it (SPEC 4.2: the client's own TTL stands
+// only when no longer than the room's).
+func TestClientExpiry(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	keep := clientTTL{sets: true, ttl: -1}
+	cases := []struct {
+		args []string
+		want clientTTL
+	}{
+		{[]string{"SET", "k", "v"}, clientTTL{}},
+		{[]string{"SET", "k", "v", "EX", "30"}, clientTTL{true, 30 * time.Second}},
+		{[]string{"SET", "k", "v", "NX", "px", "1500"}, clientTTL{true, 1500 * time.Millisecond}},
+		{[]string{"SET", "k", "v", "EXAT", "1000060"}, clientTTL{true, time.Minute}},
+		{[]string{"SET", "k", "v", "PXAT", "999999000"}, keep}, // in the past: the key is deleted
+		{[]string{"SET", "k", "v", "KEEPTTL"}, keep},
+		{[]string{"SET", "k", "v", "EX", "x"}, keep}, // refused by Redis
+		{[]string{"SETEX", "k", "20", "v"}, clientTTL{true, 20 * time.Second}},
+		{[]string{"PSETEX", "k", "20", "v"}, clientTTL{true, 20 * time.Millisecond}},
+		{[]string{"EXPIRE", "k", "99999"}, clientTTL{true, 99999 * time.Second}},
+		{[]string{"EXPIRE", "k", "10", "GT"}, clientTTL{true, 10 * time.Second}},
+		{[]string{"PEXPIREAT", "k", "1000002000"}, clientTTL{true, 2 * time.Second}},
+		{[]string{"PERSIST", "k"}, clientTTL{sets: true}},
+		{[]string{"GETEX", "k"}, keep},
+		{[]string{"GETEX", "k", "PERSIST"}, clientTTL{sets: true}},
+		{[]string{"GETEX", "k", "EX", "5"}, clientTTL{true, 5 * time.Second}},
+		{[]string{"HSET", "k", "f", "v"}, clientTTL{}},
+	}
+	for _, c := range cases {
+		if got := clientExpiry(strings.ToLower(c.args[0]), args(c.args...), now); got != c.want {
+			t.Errorf("clientExpiry(%q) = %+v, want %+v", c.args, got, c.want)
+		}
+	}
+}
+
+// TestPlanClientTTL: the room's TTL follows a command whose own TTL is
+// longer than the room's, or none (PERSIST), and not one whose TTL is
+// shorter.
+func TestPlanClientTTL(t *testing.T) {
+	m := newManager(t)
+	m.remember("t", policy.Active) // 3600 s
+	ctx := context.Background()
+	for _, c := range []struct {
+		args   []string
+		expire bool // the room's TTL on the key after the command
+	}{
+		{[]string{"SET", "room:t:lock", "v", "EX", "30"}, false},
+		{[]string{"SET", "room:t:lock", "v", "EX", "99999"}, true},
+		{[]string{"EXPIRE", "room:t:h", "3600"}, false},
+		{[]string{"EXPIRE", "room:t:h", "3601"}, true},
+		{[]string{"PERSIST", "room:t:h"}, true},
+		{[]string{"HSET", "room:t:h", "f", "v"}, true},
+	} {
+		a := args(c.args...)
+		p, err := m.Plan(ctx, strings.ToLower(c.args[0]), a, a[1:2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := false
+		for _, cmd := range p.After {
+			if string(cmd[0]) == "EXPIRE" && string(cmd[1]) == c.args[1] {
+				got = string(cmd[2]) == "3600"
+			}
+		}
+		if got != c.expire {
+			t.Errorf("%q: the room's TTL after it: %v, want %v (%q)", c.args, got, c.expire, p.After)
+		}
+	}
+}
