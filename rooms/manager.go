@@ -392,12 +392,12 @@ func (m *Manager) ttlFor(ctx context.Context, keys [][]byte, c clientTTL) [][][]
 			continue
 		}
 		s, _, _ := m.state(ctx, string(id)) // store down: the waiting TTL, the shorter one
-		ttl := m.ttlOf(s)
-		secs := seconds(ttl)
+		secs := seconds(m.ttlOf(s))
 		idx := []byte(IndexKey(string(id)))
 		after = append(after, [][]byte{[]byte("SADD"), idx, k}, [][]byte{[]byte("EXPIRE"), idx, secs})
-		// The client's own TTL stands when it is no longer than the room's.
-		if own := c.sets && (c.ttl < 0 || (c.ttl > 0 && c.ttl <= ttl)); !own {
+		// The client's own TTL stands when it is shorter than the room's
+		// (Rules.ClientTTL; an equal one is the same TTL).
+		if own := c.sets && (c.ttl < 0 || (c.ttl > 0 && m.Rules.ClientTTL(s, c.ttl) == c.ttl)); !own {
 			after = append(after, [][]byte{[]byte("EXPIRE"), k, secs})
 		}
 	}
