@@ -196,13 +196,9 @@ func clientExpiry(name string, args [][]byte, now time.Time) clientTTL {
 		return clientTTL{sets: true, ttl: d}
 	}
 	switch name {
-	case "setex":
+	case "setex", "expire":
 		return after("ex", 2)
-	case "psetex":
-		return after("px", 2)
-	case "expire":
-		return after("ex", 2)
-	case "pexpire":
+	case "psetex", "pexpire":
 		return after("px", 2)
 	case "expireat":
 		return after("exat", 2)
