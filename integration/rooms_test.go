@@ -558,6 +558,75 @@ func TestClientTTLNoLongerThanTheRoom(t *testing.T) {
 	}
 }
 
+// TestClientTTLLasts: a client's own TTL on a room key, shorter than the
+// room's, outlasts the room's later TTLs (a lifecycle write, another write
+// to the key, a flush), and a key that expired on it is not read back from
+// the store (SPEC 4.2, 4.5). A later write without a TTL, or with one no
+// shorter than the room's, gives the key the room's TTL again.
+func TestClientTTLLasts(t *testing.T) {
+	for _, debounce := range []bool{false, true} {
+		t.Run(fmt.Sprintf("debounce=%v", debounce), func(t *testing.T) {
+			var p *proxyUnderTest
+			var r *testredis.Server
+			if debounce {
+				p, r, _, _ = debounceSetup(t, rooms.DebounceConfig{})
+			} else {
+				p, r, _, _ = roomsSetup(t)
+			}
+			ctx := context.Background()
+			c := redis.NewClient(&redis.Options{Addr: p.Addr})
+			defer c.Close()
+			direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+			defer direct.Close()
+			flush := func() {
+				t.Helper()
+				if err := c.Do(ctx, "ROOM.FLUSH", "own").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.Set(ctx, "room:own", `{"status":"waiting"}`, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			c.Set(ctx, "room:own:lock", "held", 30*time.Second)
+			c.HSet(ctx, "room:own:cd", "p1", "x")
+			flush()
+			c.Expire(ctx, "room:own:cd", 20*time.Second)
+			c.HSet(ctx, "room:own:cd", "p2", "x") // another write to the key
+			flush()
+			ttlWithin(t, direct, "room:own:cd", 15*time.Second, 20*time.Second)
+			// The lifecycle write that starts the room gives every other key 3600 s.
+			if err := c.Set(ctx, "room:own", `{"status":"active"}`, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			ttlWithin(t, direct, "room:own:lock", 25*time.Second, 30*time.Second)
+			ttlWithin(t, direct, "room:own:cd", 15*time.Second, 20*time.Second)
+			ttlWithin(t, direct, "room:own", 3590*time.Second, 3600*time.Second)
+
+			// Expired on its own TTL after a snapshot stored it: not read back.
+			c.Set(ctx, "room:own:blink", "on", time.Second)
+			flush() // the snapshot in the store has room:own:blink
+			time.Sleep(1200 * time.Millisecond)
+			if v, err := c.Get(ctx, "room:own:blink").Result(); err != redis.Nil {
+				t.Fatalf("GET of a key expired on its own TTL = %q, %v; want nil", v, err)
+			}
+
+			// Written again without a TTL, or with a longer one: the room's.
+			c.Set(ctx, "room:own:lock", "free", 0)
+			c.Expire(ctx, "room:own:cd", 24*time.Hour)
+			flush()
+			ttlWithin(t, direct, "room:own:lock", 3590*time.Second, 3600*time.Second)
+			ttlWithin(t, direct, "room:own:cd", 3590*time.Second, 3600*time.Second)
+			// Those two no longer keep their own TTL: the next lifecycle write
+			// extends them with the rest.
+			for _, k := range []string{"room:own:lock", "room:own:cd"} {
+				if listed, _ := direct.SIsMember(ctx, rooms.OwnTTLKey("own"), k).Result(); listed {
+					t.Fatalf("%s is still listed as keeping its own TTL", k)
+				}
+			}
+		})
+	}
+}
+
 // countingStore counts the room store's reads.
 type countingStore struct {
 	fallback.Store

@@ -416,15 +416,22 @@ func (d *Debouncer) CountWriteThrough() { d.writeThrough.Add(1) }
 // snapshot (snapshotLua), else empty; then for each key: kind (s: string, h:
 // hash fields, x: delete, its own expiry passed), the key's TTL in ms (0: the
 // room's), n, and n values.
-const flushScript = snapshotLua + `
+const flushScript = snapshotLua + ownTTLLua + regOfLua + `
 local ttl = ARGV[1]
+local reg = regof(KEYS[1])
 local a = 3
 for j = 2, #KEYS do
   local k = KEYS[j]
   local t, px, n = ARGV[a], tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
   a = a + 3
   if t == 's' then
-    if px > 0 then redis.call('SET', k, ARGV[a], 'PX', px) else redis.call('SET', k, ARGV[a], 'EX', ttl) end
+    if px > 0 then
+      redis.call('SET', k, ARGV[a], 'PX', px)
+      redis.call('SADD', reg, k)
+    else
+      redis.call('SET', k, ARGV[a], 'EX', ttl)
+      redis.call('SREM', reg, k)
+    end
   elseif t == 'h' then
     local i = a
     while i < a + n do
@@ -432,7 +439,7 @@ for j = 2, #KEYS do
       redis.call('HSET', k, unpack(ARGV, i, e))
       i = e + 1
     end
-    redis.call('EXPIRE', k, ttl)
+    if not ownttl(reg, k) then redis.call('EXPIRE', k, ttl) end
   else
     redis.call('DEL', k)
   end
@@ -440,6 +447,7 @@ for j = 2, #KEYS do
   if t ~= 'x' then redis.call('SADD', KEYS[1], k) end
 end
 redis.call('EXPIRE', KEYS[1], ttl)
+if redis.call('EXISTS', reg) == 1 then redis.call('EXPIRE', reg, ttl) end
 if ARGV[2] ~= '' then return snapshot(KEYS[1], ARGV[2]) end
 return #KEYS - 1
 `
@@ -499,8 +507,11 @@ func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time, s
 				cmd = append(cmd, []byte("x"), []byte("0"), []byte("0"))
 				continue
 			}
-			if left > ttl {
-				left = ttl // a client's TTL stands only when shorter than the policy's
+			if left >= ttl {
+				// A client's TTL stands only when shorter than the room's:
+				// this key gets the room's, like one written without a TTL.
+				cmd = append(cmd, []byte("s"), []byte("0"), []byte("1"), k.str)
+				continue
 			}
 			cmd = append(cmd, []byte("s"), strconv.AppendInt(nil, max(left.Milliseconds(), 1), 10), []byte("1"), k.str)
 		default:
@@ -911,7 +922,7 @@ func (d *Debouncer) CountRead() { d.pendingReads.Add(1) }
 // and lists the hash's fields, in one call: KEYS[1] the room's index, KEYS[2]
 // the hash; ARGV[1] the TTL in seconds, ARGV[2..] field value pairs. It
 // returns HSET's reply followed by the field names.
-const hashScript = `
+const hashScript = ownTTLLua + regOfLua + `
 local added = 0
 local i = 2
 while i < #ARGV do
@@ -919,7 +930,7 @@ while i < #ARGV do
   added = added + redis.call('HSET', KEYS[2], unpack(ARGV, i, e))
   i = e + 1
 end
-redis.call('EXPIRE', KEYS[2], ARGV[1])
+if not ownttl(regof(KEYS[1]), KEYS[2]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 redis.call('SADD', KEYS[1], KEYS[2])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 local out = redis.call('HKEYS', KEYS[2])

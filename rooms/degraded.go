@@ -311,9 +311,10 @@ func (m *Manager) storeFlushLocked(ctx context.Context, id string) error {
 // KEYS[2..] the document's keys; ARGV[1] the TTL in seconds (0: the room is
 // completed, only delete); then per key: type, n, n values (zset: score
 // member pairs).
-const resyncScript = `
+const resyncScript = regOfLua + `
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', k) end
 redis.call('DEL', KEYS[1])
+redis.call('DEL', regof(KEYS[1])) -- the store keeps no TTLs: every key gets the room's
 for j = 2, #KEYS do redis.call('DEL', KEYS[j]) end
 local ttl = tonumber(ARGV[1])
 if ttl == 0 then return 0 end

@@ -100,6 +100,31 @@ func (m *Manager) Store() fallback.Store { return m.store }
 // IndexKey is the set that lists a room's keys.
 func IndexKey(id string) string { return "roomproxy:keys:{" + id + "}" }
 
+// OwnTTLKey is the set that lists a room's keys whose TTL a client set
+// (SPEC 4.2: shorter than the room's, it stands): the room's TTL scripts
+// leave a member that still has a TTL alone, and a member that expired is
+// not restored from the store. Beside the index, so every instance sees it.
+func OwnTTLKey(id string) string { return "roomproxy:ttl:{" + id + "}" }
+
+// ownTTLLua, inside a script, tells whether key k keeps a client's own TTL:
+// it is listed in the room's set of such keys (reg) and still has a TTL. A
+// listed key without one was written since without a TTL: it leaves the set.
+const ownTTLLua = `
+local function ownttl(reg, k)
+  if redis.call('SISMEMBER', reg, k) == 0 then return false end
+  if redis.call('PTTL', k) > 0 then return true end
+  redis.call('SREM', reg, k)
+  return false
+end
+`
+
+// regOfLua derives the set of client-TTL keys from the index's name inside
+// a script (roomproxy:keys:{id} -> roomproxy:ttl:{id}), for the scripts
+// whose KEYS are laid out already.
+const regOfLua = `
+local function regof(idx) return 'roomproxy:ttl:' .. string.sub(idx, 16) end
+`
+
 // ErrStore is what a client is told when a lifecycle write cannot be made
 // durable: nothing was written to Redis either.
 var ErrStore = errors.New("room store unavailable: the write was not applied")
@@ -260,23 +285,58 @@ func (m *Manager) remember(id string, s policy.State) {
 	m.states[id] = s
 }
 
-// refreshScript extends the TTL of every key of a room: KEYS[1] is the
-// room's index, ARGV[1] the TTL in seconds.
-const refreshScript = `
+// refreshScript extends the TTL of every key of a room but those keeping a
+// client's own TTL: KEYS[1] is the room's index, KEYS[2] its set of
+// client-TTL keys, ARGV[1] the TTL in seconds.
+const refreshScript = ownTTLLua + `
 local ks = redis.call('SMEMBERS', KEYS[1])
-for _, k in ipairs(ks) do redis.call('EXPIRE', k, ARGV[1]) end
+for _, k in ipairs(ks) do
+  if not ownttl(KEYS[2], k) then redis.call('EXPIRE', k, ARGV[1]) end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
 return #ks
 `
 
 // indexTTLScript adds the room's state key (KEYS[2]) to its index (KEYS[1])
-// and gives every indexed key and the index the TTL ARGV[1], in one call.
-const indexTTLScript = `
+// and gives every indexed key but those keeping a client's own TTL (listed
+// in KEYS[3]), the index and that set the TTL ARGV[1], in one call.
+const indexTTLScript = ownTTLLua + `
 redis.call('SADD', KEYS[1], KEYS[2])
 local ks = redis.call('SMEMBERS', KEYS[1])
-for _, k in ipairs(ks) do redis.call('EXPIRE', k, ARGV[1]) end
+for _, k in ipairs(ks) do
+  if not ownttl(KEYS[3], k) then redis.call('EXPIRE', k, ARGV[1]) end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
 return #ks
+`
+
+// keyTTLScript puts one key of a room (KEYS[3]) in the room's index
+// (KEYS[1]) and gives the index the room's TTL ARGV[1]; the key gets it
+// too, unless the command just run set the key's own TTL shorter than the
+// room's (ARGV[2] 'own': the key joins the set of client-TTL keys, KEYS[2]),
+// left its TTL as it was on purpose ('keep': KEEPTTL, GETEX without an
+// option), or an earlier command set it and it still holds (mode empty).
+// 'room': the command set a TTL no shorter than the room's, or none
+// (PERSIST): the key gets the room's TTL and leaves the set. One call
+// instead of SADD, EXPIRE and EXPIRE.
+const keyTTLScript = ownTTLLua + `
+redis.call('SADD', KEYS[1], KEYS[3])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[2] == 'keep' then return 0 end
+if ARGV[2] == 'own' then
+  redis.call('SADD', KEYS[2], KEYS[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+  return 0
+end
+if ARGV[2] == 'room' then
+  redis.call('SREM', KEYS[2], KEYS[3])
+elseif ownttl(KEYS[2], KEYS[3]) then
+  return 0
+end
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+return 1
 `
 
 // Touch is called for every command on a room key. For an active room it
@@ -294,7 +354,7 @@ func (m *Manager) Touch(id string) [][]byte {
 	}
 	m.refreshed[id] = now
 	m.mu.Unlock()
-	return [][]byte{[]byte("EVAL"), []byte(refreshScript), []byte("1"), []byte(IndexKey(id)), seconds(m.Rules.TTLActive)}
+	return [][]byte{[]byte("EVAL"), []byte(refreshScript), []byte("2"), []byte(IndexKey(id)), []byte(OwnTTLKey(id)), seconds(m.Rules.TTLActive)}
 }
 
 // RoomOf is the room of a key, if it belongs to one.
@@ -389,13 +449,19 @@ func (m *Manager) ttlFor(ctx context.Context, keys [][]byte, c clientTTL) [][][]
 		}
 		s, _, _ := m.state(ctx, string(id)) // store down: the waiting TTL, the shorter one
 		secs := seconds(m.ttlOf(s))
-		idx := []byte(IndexKey(string(id)))
-		after = append(after, [][]byte{[]byte("SADD"), idx, k}, [][]byte{[]byte("EXPIRE"), idx, secs})
 		// The client's own TTL stands when it is shorter than the room's
 		// (Rules.ClientTTL; an equal one is the same TTL).
-		if own := c.sets && (c.ttl < 0 || (c.ttl > 0 && m.Rules.ClientTTL(s, c.ttl) == c.ttl)); !own {
-			after = append(after, [][]byte{[]byte("EXPIRE"), k, secs})
+		var mode []byte
+		switch {
+		case c.sets && c.ttl < 0:
+			mode = []byte("keep")
+		case c.sets && c.ttl > 0 && m.Rules.ClientTTL(s, c.ttl) == c.ttl:
+			mode = []byte("own")
+		case c.sets:
+			mode = []byte("room")
 		}
+		after = append(after, [][]byte{[]byte("EVAL"), []byte(keyTTLScript), []byte("3"),
+			[]byte(IndexKey(string(id))), []byte(OwnTTLKey(string(id))), k, secs, mode})
 	}
 	return after
 }
@@ -487,7 +553,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	m.mu.Unlock()
 	idx := []byte(IndexKey(p.ID))
 	if p.State == policy.Completed {
-		del := [][]byte{[]byte("DEL"), idx}
+		del := [][]byte{[]byte("DEL"), idx, []byte(OwnTTLKey(p.ID))}
 		for k := range keys {
 			del = append(del, []byte(k))
 		}
@@ -497,7 +563,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 		return [][][]byte{del}, mu.Unlock, nil
 	}
 	ttl, _ := m.Rules.TTL(p.State)
-	after = append(after, [][]byte{[]byte("EVAL"), []byte(indexTTLScript), []byte("2"), idx, []byte(stateKey), seconds(ttl)})
+	after = append(after, [][]byte{[]byte("EVAL"), []byte(indexTTLScript), []byte("3"), idx, []byte(stateKey), []byte(OwnTTLKey(p.ID)), seconds(ttl)})
 	return after, mu.Unlock, nil
 }
 

@@ -14,12 +14,15 @@ import (
 )
 
 // restoreScript writes one key back only if Redis does not have it, so a
-// newer value written meanwhile is never overwritten, and gives it the TTL.
+// newer value written meanwhile is never overwritten, and gives it the TTL;
+// not a key listed among the room's client-TTL keys (KEYS[2], OwnTTLKey):
+// missing, it expired on the client's own TTL, and is not brought back.
 // KEYS[1] key; ARGV[1] type, ARGV[2] ttl seconds, ARGV[3..] the value
 // (string: the value; hash: field value ...; set, list: items; zset: score
 // member ...).
 const restoreScript = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SISMEMBER', KEYS[2], KEYS[1]) == 1 then return 0 end
 local t = ARGV[1]
 local n = #ARGV
 local function each(cmd, step)
@@ -106,7 +109,7 @@ func (m *Manager) restore(ctx context.Context, id string) (int, error) {
 		if len(vals) == 0 {
 			continue // an empty collection does not exist in Redis
 		}
-		cmd := append([][]byte{[]byte("EVAL"), []byte(restoreScript), []byte("1"), []byte(name), []byte(v.Type), secs}, vals...)
+		cmd := append([][]byte{[]byte("EVAL"), []byte(restoreScript), []byte("2"), []byte(name), []byte(OwnTTLKey(id)), []byte(v.Type), secs}, vals...)
 		cmds = append(cmds, cmd, [][]byte{[]byte("SADD"), idx, []byte(name)})
 	}
 	cmds = append(cmds, [][]byte{[]byte("EXPIRE"), idx, secs})
