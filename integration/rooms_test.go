@@ -365,14 +365,18 @@ func TestRoomsWithRedisCLI(t *testing.T) {
 // a state write that would make the room's keys together too large (with
 // and without debouncing), a write queued in MULTI (EXEC aborts), and the
 // room then completes and reaches the store.
-func TestRoomTooLarge(t *testing.T) {
+func TestRoomTooLarge(t *testing.T) { forEachDebounceMode(t, roomTooLarge) }
+
+// forEachDebounceMode runs f against a proxy with rooms, a redis-server and
+// a room store, with debouncing off and on (its defaults).
+func forEachDebounceMode(t *testing.T, f func(*testing.T, *proxyUnderTest, *testredis.Server, *fallback.Mongo)) {
 	t.Run("debounce=off", func(t *testing.T) {
 		p, r, store, _ := roomsSetup(t)
-		roomTooLarge(t, p, r, store)
+		f(t, p, r, store)
 	})
 	t.Run("debounce=on", func(t *testing.T) {
 		p, r, store, _ := debounceSetup(t, rooms.DebounceConfig{})
-		roomTooLarge(t, p, r, store)
+		f(t, p, r, store)
 	})
 }
 
@@ -524,38 +528,29 @@ func TestRoomSizeUnderConcurrentWriters(t *testing.T) {
 // gets the room's TTL (SPEC 4.2), with and without debouncing. Before,
 // PERSIST left the key without a TTL, to outlive the room.
 func TestClientTTLNoLongerThanTheRoom(t *testing.T) {
-	for _, debounce := range []bool{false, true} {
-		t.Run(fmt.Sprintf("debounce=%v", debounce), func(t *testing.T) {
-			var p *proxyUnderTest
-			var r *testredis.Server
-			if debounce {
-				p, r, _, _ = debounceSetup(t, rooms.DebounceConfig{})
-			} else {
-				p, r, _, _ = roomsSetup(t)
-			}
-			ctx := context.Background()
-			c := redis.NewClient(&redis.Options{Addr: p.Addr})
-			defer c.Close()
-			direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-			defer direct.Close()
-			if err := c.Set(ctx, "room:ttl", `{"status":"waiting"}`, 0).Err(); err != nil { // 1800 s
-				t.Fatal(err)
-			}
-			c.Set(ctx, "room:ttl:lock", "v", 30*time.Second)
-			c.Set(ctx, "room:ttl:long", "v", 24*time.Hour)
-			c.HSet(ctx, "room:ttl:h", "f", "v")
-			c.HSet(ctx, "room:ttl:p", "f", "v")
-			if err := c.Do(ctx, "ROOM.FLUSH", "ttl").Err(); err != nil {
-				t.Fatal(err)
-			}
-			c.Expire(ctx, "room:ttl:h", 24*time.Hour)
-			c.Persist(ctx, "room:ttl:p")
-			ttlWithin(t, direct, "room:ttl:lock", 25*time.Second, 30*time.Second)
-			for _, k := range []string{"room:ttl:long", "room:ttl:h", "room:ttl:p"} {
-				ttlWithin(t, direct, k, 1790*time.Second, 1800*time.Second)
-			}
-		})
-	}
+	forEachDebounceMode(t, func(t *testing.T, p *proxyUnderTest, r *testredis.Server, _ *fallback.Mongo) {
+		ctx := context.Background()
+		c := redis.NewClient(&redis.Options{Addr: p.Addr})
+		defer c.Close()
+		direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+		defer direct.Close()
+		if err := c.Set(ctx, "room:ttl", `{"status":"waiting"}`, 0).Err(); err != nil { // 1800 s
+			t.Fatal(err)
+		}
+		c.Set(ctx, "room:ttl:lock", "v", 30*time.Second)
+		c.Set(ctx, "room:ttl:long", "v", 24*time.Hour)
+		c.HSet(ctx, "room:ttl:h", "f", "v")
+		c.HSet(ctx, "room:ttl:p", "f", "v")
+		if err := c.Do(ctx, "ROOM.FLUSH", "ttl").Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.Expire(ctx, "room:ttl:h", 24*time.Hour)
+		c.Persist(ctx, "room:ttl:p")
+		ttlWithin(t, direct, "room:ttl:lock", 25*time.Second, 30*time.Second)
+		for _, k := range []string{"room:ttl:long", "room:ttl:h", "room:ttl:p"} {
+			ttlWithin(t, direct, k, 1790*time.Second, 1800*time.Second)
+		}
+	})
 }
 
 // TestClientTTLLasts: a client's own TTL on a room key, shorter than the
@@ -564,67 +559,58 @@ func TestClientTTLNoLongerThanTheRoom(t *testing.T) {
 // the store (SPEC 4.2, 4.5). A later write without a TTL, or with one no
 // shorter than the room's, gives the key the room's TTL again.
 func TestClientTTLLasts(t *testing.T) {
-	for _, debounce := range []bool{false, true} {
-		t.Run(fmt.Sprintf("debounce=%v", debounce), func(t *testing.T) {
-			var p *proxyUnderTest
-			var r *testredis.Server
-			if debounce {
-				p, r, _, _ = debounceSetup(t, rooms.DebounceConfig{})
-			} else {
-				p, r, _, _ = roomsSetup(t)
-			}
-			ctx := context.Background()
-			c := redis.NewClient(&redis.Options{Addr: p.Addr})
-			defer c.Close()
-			direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-			defer direct.Close()
-			flush := func() {
-				t.Helper()
-				if err := c.Do(ctx, "ROOM.FLUSH", "own").Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := c.Set(ctx, "room:own", `{"status":"waiting"}`, 0).Err(); err != nil {
+	forEachDebounceMode(t, func(t *testing.T, p *proxyUnderTest, r *testredis.Server, _ *fallback.Mongo) {
+		ctx := context.Background()
+		c := redis.NewClient(&redis.Options{Addr: p.Addr})
+		defer c.Close()
+		direct := redis.NewClient(&redis.Options{Addr: r.Addr})
+		defer direct.Close()
+		flush := func() {
+			t.Helper()
+			if err := c.Do(ctx, "ROOM.FLUSH", "own").Err(); err != nil {
 				t.Fatal(err)
 			}
-			c.Set(ctx, "room:own:lock", "held", 30*time.Second)
-			c.HSet(ctx, "room:own:cd", "p1", "x")
-			flush()
-			c.Expire(ctx, "room:own:cd", 20*time.Second)
-			c.HSet(ctx, "room:own:cd", "p2", "x") // another write to the key
-			flush()
-			ttlWithin(t, direct, "room:own:cd", 15*time.Second, 20*time.Second)
-			// The lifecycle write that starts the room gives every other key 3600 s.
-			if err := c.Set(ctx, "room:own", `{"status":"active"}`, 0).Err(); err != nil {
-				t.Fatal(err)
-			}
-			ttlWithin(t, direct, "room:own:lock", 25*time.Second, 30*time.Second)
-			ttlWithin(t, direct, "room:own:cd", 15*time.Second, 20*time.Second)
-			ttlWithin(t, direct, "room:own", 3590*time.Second, 3600*time.Second)
+		}
+		if err := c.Set(ctx, "room:own", `{"status":"waiting"}`, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.Set(ctx, "room:own:lock", "held", 30*time.Second)
+		c.HSet(ctx, "room:own:cd", "p1", "x")
+		flush()
+		c.Expire(ctx, "room:own:cd", 20*time.Second)
+		c.HSet(ctx, "room:own:cd", "p2", "x") // another write to the key
+		flush()
+		ttlWithin(t, direct, "room:own:cd", 15*time.Second, 20*time.Second)
+		// The lifecycle write that starts the room gives every other key 3600 s.
+		if err := c.Set(ctx, "room:own", `{"status":"active"}`, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		ttlWithin(t, direct, "room:own:lock", 25*time.Second, 30*time.Second)
+		ttlWithin(t, direct, "room:own:cd", 15*time.Second, 20*time.Second)
+		ttlWithin(t, direct, "room:own", 3590*time.Second, 3600*time.Second)
 
-			// Expired on its own TTL after a snapshot stored it: not read back.
-			c.Set(ctx, "room:own:blink", "on", time.Second)
-			flush() // the snapshot in the store has room:own:blink
-			time.Sleep(1200 * time.Millisecond)
-			if v, err := c.Get(ctx, "room:own:blink").Result(); err != redis.Nil {
-				t.Fatalf("GET of a key expired on its own TTL = %q, %v; want nil", v, err)
-			}
+		// Expired on its own TTL after a snapshot stored it: not read back.
+		c.Set(ctx, "room:own:blink", "on", time.Second)
+		flush() // the snapshot in the store has room:own:blink
+		time.Sleep(1200 * time.Millisecond)
+		if v, err := c.Get(ctx, "room:own:blink").Result(); err != redis.Nil {
+			t.Fatalf("GET of a key expired on its own TTL = %q, %v; want nil", v, err)
+		}
 
-			// Written again without a TTL, or with a longer one: the room's.
-			c.Set(ctx, "room:own:lock", "free", 0)
-			c.Expire(ctx, "room:own:cd", 24*time.Hour)
-			flush()
-			ttlWithin(t, direct, "room:own:lock", 3590*time.Second, 3600*time.Second)
-			ttlWithin(t, direct, "room:own:cd", 3590*time.Second, 3600*time.Second)
-			// Those two no longer keep their own TTL: the next lifecycle write
-			// extends them with the rest.
-			for _, k := range []string{"room:own:lock", "room:own:cd"} {
-				if listed, _ := direct.SIsMember(ctx, rooms.OwnTTLKey("own"), k).Result(); listed {
-					t.Fatalf("%s is still listed as keeping its own TTL", k)
-				}
+		// Written again without a TTL, or with a longer one: the room's.
+		c.Set(ctx, "room:own:lock", "free", 0)
+		c.Expire(ctx, "room:own:cd", 24*time.Hour)
+		flush()
+		ttlWithin(t, direct, "room:own:lock", 3590*time.Second, 3600*time.Second)
+		ttlWithin(t, direct, "room:own:cd", 3590*time.Second, 3600*time.Second)
+		// Those two no longer keep their own TTL: the next lifecycle write
+		// extends them with the rest.
+		for _, k := range []string{"room:own:lock", "room:own:cd"} {
+			if listed, _ := direct.SIsMember(ctx, rooms.OwnTTLKey("own"), k).Result(); listed {
+				t.Fatalf("%s is still listed as keeping its own TTL", k)
 			}
-		})
-	}
+		}
+	})
 }
 
 // countingStore counts the room store's reads.
