@@ -134,22 +134,21 @@ func (s *session) inFlight(a rooms.Admitted) {
 	}
 }
 
-// landAll lands every admitted write the session holds, its transaction's
-// too: they are in Redis, or will never be sent.
-func (s *session) landAll() {
-	m := s.srv.cfg.Rooms
-	if m == nil {
-		return
-	}
+// land lands the admitted writes the session holds (drain calls it once the
+// batch they went in has drained).
+func (s *session) land() {
 	for _, a := range s.landings {
-		m.Land(a)
-	}
-	for _, a := range s.tx.landings {
-		m.Land(a)
+		s.srv.cfg.Rooms.Land(a)
 	}
 	clear(s.landings)
 	s.landings = s.landings[:0]
-	s.tx.landings = nil
+}
+
+// landAll lands every admitted write the session holds, its transaction's
+// too, when it closes: they are in Redis, or will never be sent.
+func (s *session) landAll() {
+	s.endTx()
+	s.land()
 }
 
 // endTx hands the writes a transaction admitted to the session: they land

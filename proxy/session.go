@@ -549,13 +549,7 @@ func (s *session) drain() {
 	for _, unlock := range s.afterDrain {
 		unlock()
 	}
-	if len(s.landings) > 0 {
-		for _, a := range s.landings {
-			s.srv.cfg.Rooms.Land(a)
-		}
-		clear(s.landings)
-		s.landings = s.landings[:0]
-	}
+	s.land()
 	if s.srv.cfg.Rooms != nil {
 		if s.srv.cfg.Rooms.Degradable() {
 			s.rescueReads()

@@ -515,11 +515,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 		return nil, nil, errDown // the caller serves the write from the store
 	}
 	since := m.landedOf(p.ID)
-	if m.debounce != nil {
-		covered, keys, err = m.debounce.flushLocked(ctx, p.ID, true)
-	} else {
-		keys, err = m.snapshot(ctx, p.ID)
-	}
+	covered, keys, err = m.flushedSnapshot(ctx, p.ID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read room %s: %w", p.ID, err)
 	}
@@ -627,6 +623,17 @@ end
 // snapshotScript reads a room in one call (one billed command): KEYS[1] is
 // the room's index, KEYS[2] its state key.
 const snapshotScript = snapshotLua + `return snapshot(KEYS[1], KEYS[2])`
+
+// flushedSnapshot reads room id's snapshot with its pending writes flushed
+// first, in the same call (without debouncing there are none); covered is
+// as for Debouncer.flushLocked. The caller holds the room's lock.
+func (m *Manager) flushedSnapshot(ctx context.Context, id string) (covered int, keys map[string]fallback.Value, err error) {
+	if m.debounce != nil {
+		return m.debounce.flushLocked(ctx, id, true)
+	}
+	keys, err = m.snapshot(ctx, id)
+	return 0, keys, err
+}
 
 // snapshot reads every key of the room from Redis, by type.
 func (m *Manager) snapshot(ctx context.Context, id string) (map[string]fallback.Value, error) {

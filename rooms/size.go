@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/roomproxy/roomproxy/fallback"
@@ -158,7 +159,7 @@ func (m *Manager) AdmitWrite(ctx context.Context, name string, args, keys [][]by
 	ids := seen[:0]
 	for _, k := range keys {
 		id, _, ok := policy.RoomOf(k, m.Rules.Prefix)
-		if !ok || containsString(ids, string(id)) {
+		if !ok || slices.Contains(ids, string(id)) {
 			continue
 		}
 		ids = append(ids, string(id))
@@ -206,15 +207,6 @@ func (m *Manager) Land(a Admitted) {
 	for _, g := range a.more {
 		land(g.id, g.n)
 	}
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // fits reports whether a write fits in room id's ledger, and if so counts
@@ -283,13 +275,7 @@ func (m *Manager) measure(ctx context.Context, id string) error {
 	mu.Lock()
 	defer mu.Unlock()
 	since := m.landedOf(id)
-	var keys map[string]fallback.Value
-	var err error
-	if m.debounce != nil {
-		_, keys, err = m.debounce.flushLocked(ctx, id, true)
-	} else {
-		keys, err = m.snapshot(ctx, id)
-	}
+	_, keys, err := m.flushedSnapshot(ctx, id)
 	if err != nil {
 		return err
 	}
