@@ -12,18 +12,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/roomproxy/roomproxy/internal/testsupport"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func args(a ...string) [][]byte {
-	out := make([][]byte, len(a))
-	for i, s := range a {
-		out[i] = []byte(s)
-	}
-	return out
-}
+var args = testsupport.Args
 
 // TestConcurrentClientsKeepOrder: 50 clients submit batches of INCRs on
 // their own key at once; batches are merged into shared round trips, and each

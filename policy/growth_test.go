@@ -3,15 +3,11 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	"github.com/roomproxy/roomproxy/internal/testsupport"
 )
 
-func cmd(s ...string) [][]byte {
-	out := make([][]byte, len(s))
-	for i, a := range s {
-		out[i] = []byte(a)
-	}
-	return out
-}
+var cmd = testsupport.Args
 
 func TestWriteGrowth(t *testing.T) {
 	cases := []struct {

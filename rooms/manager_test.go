@@ -10,19 +10,14 @@ import (
 
 	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/fallback"
+	"github.com/roomproxy/roomproxy/internal/testsupport"
 	"github.com/roomproxy/roomproxy/policy"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func args(s ...string) [][]byte {
-	out := make([][]byte, len(s))
-	for i, a := range s {
-		out[i] = []byte(a)
-	}
-	return out
-}
+var args = testsupport.Args
 
 func newManager(t *testing.T) *Manager {
 	st, err := fallback.OpenEmbedded(filepath.Join(t.TempDir(), "r.db"))

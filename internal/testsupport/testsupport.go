@@ -1,5 +1,6 @@
 // Package testsupport holds small helpers shared by the test packages:
-// a per-test goroutine leak check and a log sink safe for concurrent writers.
+// a per-test goroutine leak check, a log sink safe for concurrent writers,
+// and commands built from strings.
 package testsupport
 
 import (
@@ -44,4 +45,14 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Args is a command as the proxy and the upstream engine carry it: one
+// []byte per argument.
+func Args(a ...string) [][]byte {
+	out := make([][]byte, len(a))
+	for i, s := range a {
+		out[i] = []byte(s)
+	}
+	return out
 }
