@@ -152,6 +152,7 @@ rows = [
     ("upstream commands sent (MONITOR; billed per request)", lambda r: str(r["upstream_commands"]["sent_total"])),
     ("  of which writes (not reads)", lambda r: str(r["upstream_commands"]["sent_writes"])),
     ("commands run inside scripts (not sent)", lambda r: str(r["upstream_commands"]["in_scripts"])),
+    ("bytes received by the upstream (INFO stats)", lambda r: str(r["upstream_commands"].get("bytes_in", "n/a"))),
     ("sent per client command", lambda r: f"{r['ratio']['sent']:.3f}"),
     ("sent writes per client SET+HSET", lambda r: f"{r['ratio']['sent_writes']:.3f}"),
     ("upstream per client command (commandstats, with scripts' inner calls)", lambda r: f"{r['ratio']['overall']:.3f}"),

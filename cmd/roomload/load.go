@@ -294,6 +294,20 @@ func (r *runner) commandStats(ctx context.Context) (map[string]int64, error) {
 	return parseCommandStats(info)
 }
 
+// bytesIn is the upstream's INFO stats total_net_input_bytes.
+func (r *runner) bytesIn(ctx context.Context) (int64, error) {
+	info, err := r.upstream.Info(ctx, "stats").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO stats on the upstream %s: %w", r.cfg.Upstream, err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_net_input_bytes:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("INFO stats on the upstream %s: no total_net_input_bytes", r.cfg.Upstream)
+}
+
 func (r *runner) run(ctx context.Context) (*Report, error) {
 	if err := warm(ctx, r.endpoint, r.cfg.Conns); err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", r.cfg.Addr, err)
@@ -311,6 +325,11 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	before, err := r.commandStats(ctx)
+	if err != nil {
+		mon.stop()
+		return nil, err
+	}
+	bytesBefore, err := r.bytesIn(ctx)
 	if err != nil {
 		mon.stop()
 		return nil, err
@@ -337,12 +356,16 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	bytesAfter, err := r.bytesIn(ctx)
+	if err != nil {
+		return nil, err
+	}
 	deltas, err := commandDeltas(before, after)
 	if err != nil {
 		return nil, err
 	}
 	rep.Upstream = UpstreamReport{Commands: deltas, Total: sumCommands(deltas, nil), Writes: sumCommands(deltas, upstreamWriteCommands),
-		Sent: sent, SentTotal: sumCommands(sent, nil), InScripts: inScripts}
+		Sent: sent, SentTotal: sumCommands(sent, nil), InScripts: inScripts, BytesIn: bytesAfter - bytesBefore}
 	for name, n := range sent {
 		if !upstreamReads[name] {
 			rep.Upstream.SentWrites += n

@@ -81,6 +81,9 @@ type UpstreamReport struct {
 	SentTotal  int64            `json:"sent_total"`
 	SentWrites int64            `json:"sent_writes"`
 	InScripts  int64            `json:"in_scripts"`
+	// BytesIn: bytes the upstream received over the run (INFO stats
+	// total_net_input_bytes; bandwidth a hosted Redis may bill too).
+	BytesIn int64 `json:"bytes_in"`
 }
 
 // RatioReport: upstream commands per client command (lower is better for a
@@ -174,6 +177,7 @@ func (r *Report) writeText(w io.Writer) {
 	for _, name := range sortedByCount(r.Upstream.Sent) {
 		p("  %-17s %8d", name, r.Upstream.Sent[name])
 	}
+	p("bytes received      %8d            (INFO stats total_net_input_bytes delta)", r.Upstream.BytesIn)
 	p("sent/client         %8.3f overall, %.3f for writes (%d non-read commands sent per client SET+HSET %d)",
 		r.Ratio.Sent, r.Ratio.SentWrites, r.Upstream.SentWrites, r.Client.Commands["set"]+r.Client.Commands["hset"])
 	p("")
