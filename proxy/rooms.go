@@ -252,6 +252,43 @@ func (s *session) readThrough() {
 	}
 }
 
+// reloadOf appends to again the EVAL form of cmd, a hidden command, if it
+// is one of the room scripts the manager sends as EVALSHA (rooms.Reload) and
+// Redis answered NOSCRIPT: its script cache was emptied (a restart, a
+// failover, SCRIPT FLUSH) and the call ran nothing.
+func reloadOf(again [][][]byte, cmd [][]byte, r batch.Reply) [][][]byte {
+	if r.Err != nil || !rooms.NoScript(r.Raw) {
+		return again
+	}
+	if eval, ok := rooms.Reload(cmd); ok {
+		again = append(again, eval)
+	}
+	return again
+}
+
+// reloadScripts sends the calls reloadOf collected, so that no key is left
+// without its TTL or its room's index. A client's own commands are never
+// sent again: only hidden ones are collected.
+func (s *session) reloadScripts(again [][][]byte) {
+	if len(again) == 0 {
+		return
+	}
+	s.srv.cfg.Rooms.Reloaded(len(again))
+	ctx, cancel := s.upstreamCtx()
+	defer cancel()
+	if s.lane != nil {
+		s.onLane(ctx, again...)
+		return
+	}
+	b := batch.New()
+	b.Reset(s.proto)
+	for _, c := range again {
+		b.Add(c, false)
+	}
+	s.srv.up.Submit(b)
+	b.Wait()
+}
+
 // isEmpty reports an empty aggregate: what HGETALL, SMEMBERS, LRANGE or
 // ZRANGE answer for a key that does not exist.
 func isEmpty(raw []byte) bool {

@@ -544,6 +544,15 @@ func (s *session) drain() {
 			s.srv.up.Submit(s.batch)
 			s.batch.Wait()
 		}
+		if s.srv.cfg.Rooms != nil {
+			var again [][][]byte
+			for i := range s.slots {
+				if sl := &s.slots[i]; sl.hidden && sl.fwd >= 0 {
+					again = reloadOf(again, s.batch.Cmds[sl.fwd], s.batch.Replies[sl.fwd])
+				}
+			}
+			s.reloadScripts(again)
+		}
 	}
 	elapsed := time.Since(s.batchStart)
 	for _, unlock := range s.afterDrain {

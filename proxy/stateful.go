@@ -204,6 +204,11 @@ func cmdExec(s *session, _ [][]byte) {
 		defer cancel()
 		cmds := append(append([][][]byte{argMulti}, tx.queued...), argExec)
 		replies := s.onLane(ctx, append(cmds, tx.after...)...)
+		var again [][][]byte
+		for i, c := range tx.after {
+			again = reloadOf(again, c, replies[len(cmds)+i])
+		}
+		s.reloadScripts(again)
 		s.localReply(replies[len(cmds)-1])
 		s.lane.Release() // EXEC, even aborted, ends the WATCH
 		s.lane = nil

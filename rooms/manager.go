@@ -354,7 +354,7 @@ func (m *Manager) Touch(id string) [][]byte {
 	}
 	m.refreshed[id] = now
 	m.mu.Unlock()
-	return [][]byte{[]byte("EVAL"), []byte(refreshScript), []byte("2"), []byte(IndexKey(id)), []byte(OwnTTLKey(id)), seconds(m.Rules.TTLActive)}
+	return evalsha(refreshScript, []byte("2"), []byte(IndexKey(id)), []byte(OwnTTLKey(id)), seconds(m.Rules.TTLActive))
 }
 
 // RoomOf is the room of a key, if it belongs to one.
@@ -460,8 +460,8 @@ func (m *Manager) ttlFor(ctx context.Context, keys [][]byte, c clientTTL) [][][]
 		case c.sets:
 			mode = []byte("room")
 		}
-		after = append(after, [][]byte{[]byte("EVAL"), []byte(keyTTLScript), []byte("3"),
-			[]byte(IndexKey(string(id))), []byte(OwnTTLKey(string(id))), k, secs, mode})
+		after = append(after, evalsha(keyTTLScript, []byte("3"),
+			[]byte(IndexKey(string(id))), []byte(OwnTTLKey(string(id))), k, secs, mode))
 	}
 	return after
 }
@@ -559,7 +559,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 		return [][][]byte{del}, mu.Unlock, nil
 	}
 	ttl, _ := m.Rules.TTL(p.State)
-	after = append(after, [][]byte{[]byte("EVAL"), []byte(indexTTLScript), []byte("3"), idx, []byte(stateKey), []byte(OwnTTLKey(p.ID)), seconds(ttl)})
+	after = append(after, evalsha(indexTTLScript, []byte("3"), idx, []byte(stateKey), []byte(OwnTTLKey(p.ID)), seconds(ttl)))
 	return after, mu.Unlock, nil
 }
 

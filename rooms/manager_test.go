@@ -42,12 +42,12 @@ func TestPlan(t *testing.T) {
 		err       bool
 	}{
 		{"set", args("SET", "room:a", `{"status":"waiting"}`), true, "", false},
-		{"hset", args("HSET", "room:a:players", "p1", "x"), false, "EVAL keyTTL 3 roomproxy:keys:{a} roomproxy:ttl:{a} room:a:players 1800 ", false},
-		{"set", args("SET", "room:a:timer", "1", "EX", "5"), false, "EVAL keyTTL 3 roomproxy:keys:{a} roomproxy:ttl:{a} room:a:timer 1800 own", false},
+		{"hset", args("HSET", "room:a:players", "p1", "x"), false, "EVALSHA keyTTL 3 roomproxy:keys:{a} roomproxy:ttl:{a} room:a:players 1800 ", false},
+		{"set", args("SET", "room:a:timer", "1", "EX", "5"), false, "EVALSHA keyTTL 3 roomproxy:keys:{a} roomproxy:ttl:{a} room:a:timer 1800 own", false},
 		{"hset", args("HSET", "room:b", "status", "playing"), true, "", false},
 		{"hset", args("HSET", "room:b", "score", "1"), true, "", false}, // unknown room: creating it is lifecycle
 		{"mset", args("MSET", "room:c", "{}", "x", "y"), false, "", true},
-		{"incr", args("INCR", "room:{d}:n"), false, "EVAL keyTTL 3 roomproxy:keys:{d} roomproxy:ttl:{d} room:{d}:n 1800 ", false},
+		{"incr", args("INCR", "room:{d}:n"), false, "EVALSHA keyTTL 3 roomproxy:keys:{d} roomproxy:ttl:{d} room:{d}:n 1800 ", false},
 	}
 	for _, c := range cases {
 		keys := [][]byte{c.args[1]}
@@ -61,7 +61,7 @@ func TestPlan(t *testing.T) {
 		}
 		var after []string
 		for _, a := range p.After {
-			after = append(after, strings.Replace(string(joinArgs(a)), keyTTLScript, "keyTTL", 1))
+			after = append(after, strings.Replace(string(joinArgs(a)), scriptSHA[keyTTLScript], "keyTTL", 1))
 		}
 		if p.Lifecycle != c.lifecycle || strings.Join(after, "|") != c.after {
 			t.Errorf("%q: lifecycle=%v after=%q", c.args, p.Lifecycle, strings.Join(after, "|"))
@@ -192,7 +192,7 @@ func TestTouchSlidesActiveRoomsOncePerInterval(t *testing.T) {
 	}
 	m.remember("a", policy.Active)
 	c := m.Touch("a")
-	if c == nil || string(c[0]) != "EVAL" || string(c[3]) != "roomproxy:keys:{a}" || string(c[4]) != "roomproxy:ttl:{a}" || string(c[5]) != "3600" {
+	if c == nil || string(c[0]) != "EVALSHA" || string(c[1]) != scriptSHA[refreshScript] || string(c[3]) != "roomproxy:keys:{a}" || string(c[4]) != "roomproxy:ttl:{a}" || string(c[5]) != "3600" {
 		t.Fatalf("first touch = %q", c)
 	}
 	now = now.Add(59 * time.Second)
@@ -268,7 +268,7 @@ func TestPlanClientTTL(t *testing.T) {
 			// keyTTLScript: KEYS idx, ttl set, key; ARGV ttl, mode. The room's
 			// TTL follows in modes 'room' and '' (the key's own TTL, if an
 			// earlier command set one that still holds, is Redis's to tell).
-			if string(cmd[1]) == keyTTLScript && string(cmd[5]) == c.args[1] {
+			if string(cmd[1]) == scriptSHA[keyTTLScript] && string(cmd[5]) == c.args[1] {
 				got = string(cmd[6]) == "3600" && (string(cmd[7]) == "room" || string(cmd[7]) == "")
 			}
 		}

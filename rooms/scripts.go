@@ -21,20 +21,65 @@ import (
 //
 // Only round trips made of known script calls alone are rewritten, so that
 // sending a refused call again after the others cannot change their order
-// relative to other commands. The scripts sent inside a client's pipeline
-// (a room's TTL and index after a lifecycle write, the sliding-TTL refresh)
-// stay EVAL: a NOSCRIPT there would be a hidden reply nobody retries.
+// relative to other commands.
+//
+// The scripts the proxy sends hidden inside a client's pipeline (a key's
+// TTL and index after a write, a room's after a lifecycle write, the
+// sliding-TTL refresh) are made as EVALSHA by this package (evalsha); the
+// session sends those Redis refused with NOSCRIPT again as EVAL once its
+// batch is back (Reload). They only set TTLs and add to sets, so running one
+// after the rest of its pipeline leaves what running it in place would,
+// but for a key that a later command of the same pipeline gave its own TTL
+// (see docs/ARCHITECTURE.md).
 
 // scriptSHA maps the text of each script sent through scriptExec to its SHA1
 // digest, as EVALSHA names it.
 var scriptSHA = func() map[string]string {
 	m := map[string]string{}
-	for _, s := range []string{flushScript, hashScript, resyncScript, snapshotScript, restoreScript} {
+	for _, s := range []string{flushScript, hashScript, resyncScript, snapshotScript, restoreScript,
+		refreshScript, indexTTLScript, keyTTLScript} {
 		sum := sha1.Sum([]byte(s))
 		m[s] = hex.EncodeToString(sum[:])
 	}
 	return m
 }()
+
+// scriptText is scriptSHA reversed: the text of each digest.
+var scriptText = func() map[string]string {
+	m := map[string]string{}
+	for text, sha := range scriptSHA {
+		m[sha] = text
+	}
+	return m
+}()
+
+// evalsha is the EVALSHA call of script (one of scriptSHA's) with numkeys,
+// keys and arguments rest.
+func evalsha(script string, rest ...[]byte) [][]byte {
+	return append([][]byte{[]byte("EVALSHA"), []byte(scriptSHA[script])}, rest...)
+}
+
+// NoScript reports whether a raw reply is Redis's NOSCRIPT error: the
+// EVALSHA ran nothing.
+func NoScript(raw []byte) bool { return bytes.HasPrefix(raw, []byte("-NOSCRIPT")) }
+
+// Reload returns the EVAL form of an EVALSHA call of one of this package's
+// scripts, to send again after NOSCRIPT; ok is false for any other command
+// (a client's own EVALSHA is never sent again).
+func Reload(cmd [][]byte) (eval [][]byte, ok bool) {
+	if len(cmd) < 3 || !strings.EqualFold(string(cmd[0]), "EVALSHA") {
+		return nil, false
+	}
+	text, ok := scriptText[string(cmd[1])]
+	if !ok {
+		return nil, false
+	}
+	return append([][]byte{[]byte("EVAL"), []byte(text)}, cmd[2:]...), true
+}
+
+// Reloaded counts n hidden script calls a session sent again as EVAL after
+// NOSCRIPT (roomproxy_room_script_reloads_total).
+func (m *Manager) Reloaded(n int) { m.reloads.Add(int64(n)) }
 
 // scriptExec wraps exec so that round trips of known script calls go as
 // EVALSHA (see above); reloads counts the calls sent again as EVAL.

@@ -62,3 +62,29 @@ func TestScriptExec(t *testing.T) {
 		t.Fatalf("sent %q", sent)
 	}
 }
+
+// TestReload: the hidden calls this package makes as EVALSHA come back as
+// EVAL of the same script with the same keys and arguments; nothing else
+// (a client's own EVALSHA, another command) is ever sent again.
+func TestReload(t *testing.T) {
+	for _, script := range []string{refreshScript, indexTTLScript, keyTTLScript} {
+		c := evalsha(script, []byte("1"), []byte("room:a"), []byte("30"))
+		eval, ok := Reload(c)
+		if !ok || string(eval[0]) != "EVAL" || string(eval[1]) != script || string(joinArgs(eval[2:])) != "1 room:a 30" {
+			t.Errorf("Reload(%q) = %q, %v", c, eval, ok)
+		}
+	}
+	for _, c := range [][][]byte{
+		args("EVALSHA", strings.Repeat("0", 40), "0"),
+		args("EVAL", keyTTLScript, "0"),
+		args("GET", "room:a"),
+		args("EVALSHA"),
+	} {
+		if _, ok := Reload(c); ok {
+			t.Errorf("Reload(%q) would send it again", c)
+		}
+	}
+	if !NoScript([]byte("-NOSCRIPT No matching script. Please use EVAL.\r\n")) || NoScript([]byte("-ERR x\r\n")) || NoScript([]byte(":1\r\n")) {
+		t.Error("NoScript")
+	}
+}
