@@ -252,10 +252,7 @@ func TestDebounceHotKey(t *testing.T) {
 func TestFlushesUseEvalsha(t *testing.T) {
 	p, r, _, _ := debounceSetup(t, rooms.DebounceConfig{Window: time.Hour}) // flushed by ROOM.FLUSH only
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 	if err := c.Set(ctx, "room:sha", stateDoc("active", 0), 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -295,10 +292,7 @@ func TestFlushesUseEvalsha(t *testing.T) {
 func TestDebounceOrderAndLifecycle(t *testing.T) {
 	p, r, store, d := debounceSetup(t, rooms.DebounceConfig{Window: time.Hour}) // nothing flushes by time
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 	if err := c.Set(ctx, "room:ord", stateDoc("active", 0), 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -354,10 +348,7 @@ func TestDebounceOrderAndLifecycle(t *testing.T) {
 func TestDebounceClientTTL(t *testing.T) {
 	p, r, _, _ := debounceSetup(t, rooms.DebounceConfig{Window: 300 * time.Millisecond})
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 	c.Set(ctx, "room:ttl", stateDoc("active", 0), 0)
 	c.Set(ctx, "room:ttl:a", "v", 20*time.Second)
 	c.Do(ctx, "PSETEX", "room:ttl:gone", "50", "v")

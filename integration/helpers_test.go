@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/backend"
 	"github.com/roomproxy/roomproxy/fallback"
 	"github.com/roomproxy/roomproxy/internal/resptest"
 	"github.com/roomproxy/roomproxy/internal/testmongo"
+	"github.com/roomproxy/roomproxy/internal/testredis"
 	"github.com/roomproxy/roomproxy/internal/testsupport"
 	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/proxy"
@@ -96,4 +98,21 @@ func startStore(t *testing.T, db string, timeout time.Duration) (*fallback.Mongo
 	}
 	t.Cleanup(func() { store.Close() })
 	return store, mdb
+}
+
+// mustOK ends the test at an unexpected error.
+func mustOK(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openClients opens a client of the proxy and one of redis-server itself,
+// closed when the test ends.
+func openClients(t *testing.T, p *proxyUnderTest, r *testredis.Server) (c, direct *redis.Client) {
+	c = redis.NewClient(&redis.Options{Addr: p.Addr})
+	direct = redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { c.Close(); direct.Close() })
+	return c, direct
 }

@@ -10,12 +10,52 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/backend"
+	"github.com/roomproxy/roomproxy/fallback"
 	"github.com/roomproxy/roomproxy/internal/testredis"
 	"github.com/roomproxy/roomproxy/internal/wiring"
 	"github.com/roomproxy/roomproxy/policy"
 	"github.com/roomproxy/roomproxy/proxy"
 	"github.com/roomproxy/roomproxy/rooms"
 )
+
+// outage is a proxy whose rooms are served from the store (a scratch
+// server, as in production) while down is set, standing in for the breaker,
+// with a debouncer of a 100 ms window.
+type outage struct {
+	p       *proxyUnderTest
+	r       *testredis.Server
+	store   *fallback.Mongo
+	m       *rooms.Manager
+	scratch *backend.Scratch
+	down    *atomic.Bool
+}
+
+// outageSetup starts redis-server, the store on database db and the proxy;
+// all end with the test, which must leave no goroutine behind.
+func outageSetup(t *testing.T, db string) outage {
+	t.Helper()
+	leakCheck(t)
+	o := outage{r: testredis.Start(t, testredis.Options{}), down: new(atomic.Bool)}
+	o.store, _ = startStore(t, db, 5*time.Second)
+	scratch, err := backend.NewScratch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { scratch.Close() })
+	o.scratch = scratch
+	var d *rooms.Debouncer
+	o.p = startProxyWith(t, backend.Config{URL: o.r.URL(), Timeout: 500 * time.Millisecond}, func(up *backend.Upstream) proxy.Config {
+		o.m = rooms.New(policy.DefaultRules(), o.store, wiring.Exec(up), nil)
+		d = o.m.NewDebouncer(rooms.DebounceConfig{Window: 100 * time.Millisecond})
+		o.m.SetDegraded(scratch, o.down.Load)
+		return proxy.Config{Rooms: o.m}
+	})
+	runCtx, stop := context.WithCancel(context.Background())
+	flusherDone := make(chan struct{})
+	go func() { defer close(flusherDone); d.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-flusherDone })
+	return o
+}
 
 // TestRoomsServedFromStoreDuringOutage: with the upstream killed (and the
 // outage flag set by hand, standing in for the breaker), room reads and
@@ -24,39 +64,14 @@ import (
 // writes the rooms written during the outage back to Redis, so no
 // pre-outage value is served.
 func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
-	leakCheck(t)
-	r := testredis.Start(t, testredis.Options{})
-	store, _ := startStore(t, "outage_it", 5*time.Second)
+	o := outageSetup(t, "outage_it")
+	r, store, m, scratch := o.r, o.store, o.m, o.scratch
 	ctx := context.Background()
-	scratch, err := backend.NewScratch()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer scratch.Close()
-	var down atomic.Bool
-	var m *rooms.Manager
-	var d *rooms.Debouncer
-	p := startProxyWith(t, backend.Config{URL: r.URL(), Timeout: 500 * time.Millisecond}, func(up *backend.Upstream) proxy.Config {
-		m = rooms.New(policy.DefaultRules(), store, wiring.Exec(up), nil)
-		d = m.NewDebouncer(rooms.DebounceConfig{Window: 100 * time.Millisecond})
-		m.SetDegraded(scratch, down.Load)
-		return proxy.Config{Rooms: m}
-	})
-	runCtx, stop := context.WithCancel(ctx)
-	flusherDone := make(chan struct{})
-	go func() { defer close(flusherDone); d.Run(runCtx) }()
-	defer func() { stop(); <-flusherDone }()
-
-	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: o.p.Addr, MaxRetries: -1})
 	defer c.Close()
-	c3 := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, Protocol: 3})
+	c3 := redis.NewClient(&redis.Options{Addr: o.p.Addr, MaxRetries: -1, Protocol: 3})
 	defer c3.Close()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	must := func(err error) { mustOK(t, err) }
 	must(c.Set(ctx, "room:o1", stateDoc("active", 1), 0).Err())
 	must(c.HSet(ctx, "room:o1:players", "p1", "10", "p2", "20").Err())
 	must(c.RPush(ctx, "room:o1:log", "a", "b").Err())
@@ -65,7 +80,7 @@ func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
 
 	// The outage: Redis is gone.
 	r.Kill()
-	down.Store(true)
+	o.down.Store(true)
 	if v, err := c.Get(ctx, "room:o1").Result(); err != nil || seqOf(t, v) != 1 {
 		t.Fatalf("GET during the outage = %q, %v", v, err)
 	}
@@ -115,7 +130,7 @@ func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
 	// Back, empty. Until re-synced the dirty rooms are still served from
 	// the store; then Redis has them.
 	r.Restart()
-	down.Store(false)
+	o.down.Store(false)
 	if v, err := c.Get(ctx, "room:o1").Result(); err != nil || seqOf(t, v) != 2 {
 		t.Fatalf("GET of a dirty room before re-sync = %q, %v", v, err)
 	}

@@ -64,10 +64,7 @@ func TestRoomLifecycle(t *testing.T) { forEachStreamMode(t, roomLifecycle) }
 func roomLifecycle(t *testing.T, stream string) {
 	p, r, store, _ := roomsSetupClock(t, defaultStoreTimeout, nil, stream)
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 
 	if err := c.Set(ctx, "room:r1", `{"status":"waiting"}`, 0).Err(); err != nil {
 		t.Fatal(err)
@@ -192,10 +189,7 @@ func TestConcurrentLifecycleWriters(t *testing.T) {
 func TestReadThroughAndNoResurrection(t *testing.T) {
 	p, r, _, _ := roomsSetup(t)
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 	c.Set(ctx, "room:rt", `{"status":"waiting"}`, 0)
 	c.HSet(ctx, "room:rt:players", "p1", "ada", "p2", "bob")
 	c.RPush(ctx, "room:rt:log", "a", "b")
@@ -272,10 +266,7 @@ func TestSlidingTTL(t *testing.T) {
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	p, r, _, _ := roomsSetupClock(t, defaultStoreTimeout, now, "")
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 	c.Set(ctx, "room:s", `{"status":"waiting"}`, 0)
 	c.HSet(ctx, "room:s:players", "p1", "x")
 	c.Set(ctx, "room:s", `{"status":"active"}`, 0)
@@ -295,10 +286,7 @@ func TestSlidingTTL(t *testing.T) {
 func TestRoomsInTransactionsAndScripts(t *testing.T) {
 	p, r, _, _ := roomsSetup(t)
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 	c.Set(ctx, "room:tx", `{"status":"active"}`, 0)
 	if _, err := c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 		pipe.HSet(ctx, "room:tx:players", "p1", "x")
@@ -382,10 +370,7 @@ func forEachDebounceMode(t *testing.T, f func(*testing.T, *proxyUnderTest, *test
 
 func roomTooLarge(t *testing.T, p *proxyUnderTest, r *testredis.Server, store *fallback.Mongo) {
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 	tooLarge := func(what string, err error) {
 		t.Helper()
 		if err == nil || err.Error() != "ERR room document too large" {

@@ -23,10 +23,7 @@ func TestHiddenScriptsAfterScriptFlush(t *testing.T) {
 
 func hiddenScriptsAfterScriptFlush(t *testing.T, p *proxyUnderTest, r *testredis.Server, _ *fallback.Mongo) {
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr})
-	defer c.Close()
-	direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer direct.Close()
+	c, direct := openClients(t, p, r)
 	if err := c.Set(ctx, "room:hs", stateDoc("active", 0), 0).Err(); err != nil {
 		t.Fatal(err)
 	}
