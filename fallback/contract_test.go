@@ -84,6 +84,7 @@ func sample(id string, version int64, status string) Room {
 			"room:" + id + ":chat":    {Type: TypeList, List: [][]byte{[]byte("hi"), []byte("gg"), []byte("hi")}},
 			"room:" + id + ":score":   {Type: TypeZSet, ZSet: []Member{{[]byte("p1"), 1.5}, {[]byte("p2"), -3}}},
 			"room:{" + id + "}.$odd":  {Type: TypeString, String: []byte{0, 1, 2}},
+			"room:" + id + ":lock":    {Type: TypeString, String: []byte("p1"), ExpireAt: time.Date(2026, 11, 25, 12, 0, 30, 125e6, time.UTC)},
 		},
 	}
 }
@@ -96,6 +97,7 @@ func equalRooms(a, b Room) bool {
 			if len(v.String) == 0 {
 				v.String = nil
 			}
+			v.ExpireAt = v.ExpireAt.UTC()
 			r.Keys[k] = v
 		}
 		return r

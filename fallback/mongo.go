@@ -54,6 +54,7 @@ type mongoKey struct {
 	Hash   []mongoField  `bson:"h,omitempty"`
 	Items  [][]byte      `bson:"i,omitempty"` // set members or list items, in order
 	ZSet   []mongoMember `bson:"z,omitempty"`
+	Expire *time.Time    `bson:"x,omitempty"` // Value.ExpireAt
 }
 
 type mongoField struct {
@@ -238,6 +239,10 @@ func toMongo(r Room) mongoRoom {
 	for _, name := range sortedNames(r.Keys) {
 		v := r.Keys[name]
 		k := mongoKey{Name: []byte(name), Type: v.Type, String: v.String}
+		if !v.ExpireAt.IsZero() {
+			t := v.ExpireAt.UTC().Truncate(time.Millisecond)
+			k.Expire = &t
+		}
 		for _, f := range sortedNames(v.Hash) {
 			k.Hash = append(k.Hash, mongoField{Field: []byte(f), Value: v.Hash[f]})
 		}
@@ -261,6 +266,9 @@ func fromMongo(doc mongoRoom) Room {
 	}
 	for _, k := range doc.Keys {
 		v := Value{Type: k.Type, String: k.String}
+		if k.Expire != nil {
+			v.ExpireAt = *k.Expire
+		}
 		switch k.Type {
 		case TypeHash:
 			v.Hash = make(map[string][]byte, len(k.Hash))

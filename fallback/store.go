@@ -31,7 +31,14 @@ type Value struct {
 	Set    [][]byte
 	List   [][]byte
 	ZSet   []Member
+	// ExpireAt, when not zero, is when the key expires by a TTL a client
+	// gave it (SPEC 4.2: shorter than its room's, it stands), to the
+	// millisecond; a key without one lives as long as its room.
+	ExpireAt time.Time `json:",omitzero"`
 }
+
+// Expired reports whether the key's own TTL has run out at now.
+func (v Value) Expired(now time.Time) bool { return !v.ExpireAt.IsZero() && !now.Before(v.ExpireAt) }
 
 // Room is one room document (SPEC 4.5): the room's state, a version that only
 // increases, and every key of the room by name.

@@ -448,7 +448,7 @@ for j = 2, #KEYS do
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 if redis.call('EXISTS', reg) == 1 then redis.call('EXPIRE', reg, ttl) end
-if ARGV[2] ~= '' then return snapshot(KEYS[1], ARGV[2]) end
+if ARGV[2] ~= '' then return snapshot(KEYS[1], ARGV[2], reg) end
 return #KEYS - 1
 `
 
@@ -622,7 +622,7 @@ func (d *Debouncer) flushLocked(ctx context.Context, id string, snap bool) (cove
 		return 0, nil, err
 	}
 	if snap {
-		keys = parseSnapshot(v)
+		keys = parseSnapshot(v, d.m.now())
 	}
 	d.flushes.Add(1)
 	d.flushedKeys.Add(int64(len(sent)))
@@ -1002,7 +1002,7 @@ func (d *Debouncer) overlay(id string, keys map[string]fallback.Value) heldWrite
 				delete(keys, name)
 				continue
 			}
-			keys[name] = fallback.Value{Type: fallback.TypeString, String: append([]byte(nil), k.str...)}
+			keys[name] = fallback.Value{Type: fallback.TypeString, String: append([]byte(nil), k.str...), ExpireAt: k.expire}
 			continue
 		}
 		v := keys[name]

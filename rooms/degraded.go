@@ -124,22 +124,27 @@ func (m *Manager) markDirty(id string) {
 const dumpScript = snapshotLua + `
 local out = {}
 for _, k in ipairs(redis.call('KEYS', '*')) do
-  for _, x in ipairs(snapshot('-', k)) do out[#out+1] = x end
+  for _, x in ipairs(snapshot('-', k, true)) do out[#out+1] = x end
 end
 return out
 `
 
-// loadCmds are the commands that put a room's keys into the scratch server.
-func loadCmds(keys map[string]fallback.Value) [][][]byte {
+// loadCmds are the commands that put a room's keys into the scratch server
+// at now: a key with its own TTL gets what is left of it (and dumpScript
+// reads it back), one whose TTL has run out is not loaded.
+func loadCmds(keys map[string]fallback.Value, now time.Time) [][][]byte {
 	cmds := [][][]byte{{[]byte("FLUSHALL")}}
 	for _, name := range slices.Sorted(maps.Keys(keys)) {
 		v := keys[name]
 		write, ok := writeCommand[v.Type]
 		vals := valueArgs(v)
-		if !ok || len(vals) == 0 {
+		if !ok || len(vals) == 0 || v.Expired(now) {
 			continue
 		}
 		cmds = append(cmds, append([][]byte{[]byte(write), []byte(name)}, vals...))
+		if !v.ExpireAt.IsZero() {
+			cmds = append(cmds, [][]byte{[]byte("PEXPIRE"), []byte(name), strconv.AppendInt(nil, max(v.ExpireAt.Sub(now).Milliseconds(), 1), 10)})
+		}
 	}
 	return cmds
 }
@@ -213,7 +218,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 		}
 		return nil, nil
 	}
-	cmds := loadCmds(room.Keys)
+	cmds := loadCmds(room.Keys, m.now())
 	if args != nil {
 		cmds = append(cmds, args)
 	}
@@ -241,7 +246,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 	if err != nil {
 		return nil, err
 	}
-	keys := parseSnapshot(dump)
+	keys := parseSnapshot(dump, m.now())
 	if len(raw) > 0 && raw[0] == '-' && len(held.keys) == 0 {
 		return raw, nil // an error reply changed nothing
 	}
@@ -307,22 +312,24 @@ func (m *Manager) storeFlushLocked(ctx context.Context, id string) error {
 
 // resyncScript writes a room back to Redis from the store: every key the
 // room's index lists and every key of the document is deleted, then the
-// document's keys are written with the TTL and indexed. KEYS[1] is the index,
-// KEYS[2..] the document's keys; ARGV[1] the TTL in seconds (0: the room is
-// completed, only delete); then per key: type, n, n values (zset: score
-// member pairs).
+// document's keys are written with the TTL and indexed, and the room's set
+// of client-TTL keys made anew. KEYS[1] is the index, KEYS[2..] the
+// document's keys; ARGV[1] the TTL in seconds (0: the room is completed, only
+// delete); then per key: type, its own TTL left in milliseconds (0: none,
+// the room's), n, n values (zset: score member pairs).
 const resyncScript = regOfLua + `
+local reg = regof(KEYS[1])
 for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', k) end
 redis.call('DEL', KEYS[1])
-redis.call('DEL', regof(KEYS[1])) -- the store keeps no TTLs: every key gets the room's
+redis.call('DEL', reg)
 for j = 2, #KEYS do redis.call('DEL', KEYS[j]) end
 local ttl = tonumber(ARGV[1])
 if ttl == 0 then return 0 end
 local a = 2
 for j = 2, #KEYS do
   local k = KEYS[j]
-  local t, n = ARGV[a], tonumber(ARGV[a+1])
-  a = a + 2
+  local t, px, n = ARGV[a], tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
+  a = a + 3
   local i = a
   while i < a + n do
     local step = 1
@@ -338,15 +345,22 @@ for j = 2, #KEYS do
   end
   a = a + n
   if n > 0 then
-    redis.call('EXPIRE', k, ttl)
+    if px > 0 then
+      redis.call('PEXPIRE', k, px)
+      redis.call('SADD', reg, k)
+    else
+      redis.call('EXPIRE', k, ttl)
+    end
     redis.call('SADD', KEYS[1], k)
   end
 end
 redis.call('EXPIRE', KEYS[1], ttl)
+if redis.call('EXISTS', reg) == 1 then redis.call('EXPIRE', reg, ttl) end
 return #KEYS - 1
 `
 
-// resyncCmd builds the write back of one stored room.
+// resyncCmd builds the write back of one stored room. A key whose own TTL
+// has run out is deleted and not written.
 func (m *Manager) resyncCmd(room fallback.Room, found bool) [][]byte {
 	names := slices.Sorted(maps.Keys(room.Keys))
 	cmd := [][]byte{[]byte("EVAL"), []byte(resyncScript), strconv.AppendInt(nil, int64(len(names)+1), 10), []byte(IndexKey(room.ID))}
@@ -359,10 +373,15 @@ func (m *Manager) resyncCmd(room fallback.Room, found bool) [][]byte {
 		ttl = 0
 	}
 	cmd = append(cmd, seconds(ttl))
+	now := m.now()
 	for _, n := range names {
 		v := room.Keys[n]
 		vals := valueArgs(v)
-		cmd = append(cmd, []byte(v.Type), strconv.AppendInt(nil, int64(len(vals)), 10))
+		px, expired := ownTTLLeft(v, ttl, now)
+		if expired {
+			vals = nil
+		}
+		cmd = append(cmd, []byte(v.Type), strconv.AppendInt(nil, px, 10), strconv.AppendInt(nil, int64(len(vals)), 10))
 		cmd = append(cmd, vals...)
 	}
 	return cmd

@@ -593,12 +593,15 @@ func (m *Manager) lock(id string) *sync.Mutex {
 	return &m.locks[h.Sum32()%uint32(len(m.locks))]
 }
 
-// snapshotLua is a Lua function returning every key of a room with its type
-// and value: name, type, value, ... for keys that exist. It reads keys the
+// snapshotLua is a Lua function returning every key of a room with its type,
+// value and own TTL: name, type, value, pttl, ... for keys that exist. pttl
+// is the key's remaining TTL in milliseconds when it is a client's own (the
+// key is listed in reg, the room's set of such keys, or reg is true: every
+// TTL is, on the scratch server of an outage), else -1. It reads keys the
 // index lists (not declared in KEYS: one Redis or Upstash database, not a
 // cluster).
 const snapshotLua = `
-local function snapshot(idx, statekey)
+local function snapshot(idx, statekey, reg)
   local names = {statekey}
   for _, k in ipairs(redis.call('SMEMBERS', idx)) do
     if k ~= statekey then names[#names+1] = k end
@@ -614,7 +617,11 @@ local function snapshot(idx, statekey)
     elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
     elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
     end
-    if v then out[#out+1] = k; out[#out+1] = t; out[#out+1] = v end
+    if v then
+      local px = -1
+      if reg == true or (reg and redis.call('SISMEMBER', reg, k) == 1) then px = redis.call('PTTL', k) end
+      out[#out+1] = k; out[#out+1] = t; out[#out+1] = v; out[#out+1] = px
+    end
   end
   return out
 end
@@ -622,7 +629,7 @@ end
 
 // snapshotScript reads a room in one call (one billed command): KEYS[1] is
 // the room's index, KEYS[2] its state key.
-const snapshotScript = snapshotLua + `return snapshot(KEYS[1], KEYS[2])`
+const snapshotScript = snapshotLua + regOfLua + `return snapshot(KEYS[1], KEYS[2], regof(KEYS[1]))`
 
 // flushedSnapshot reads room id's snapshot with its pending writes flushed
 // first, in the same call (without debouncing there are none); covered is
@@ -643,15 +650,19 @@ func (m *Manager) snapshot(ctx context.Context, id string) (map[string]fallback.
 	if err != nil {
 		return nil, err
 	}
-	return parseSnapshot(all), nil
+	return parseSnapshot(all, m.now()), nil
 }
 
-// parseSnapshot reads snapshotLua's reply.
-func parseSnapshot(all value) map[string]fallback.Value {
+// parseSnapshot reads snapshotLua's reply, read at now: a key's own TTL
+// becomes its ExpireAt.
+func parseSnapshot(all value, now time.Time) map[string]fallback.Value {
 	out := map[string]fallback.Value{}
-	for i := 0; i+2 < len(all.items); i += 3 {
+	for i := 0; i+3 < len(all.items); i += 4 {
 		name, kind, v := string(all.items[i].str), string(all.items[i+1].str), all.items[i+2]
 		val := fallback.Value{Type: kind}
+		if px := all.items[i+3].num; px > 0 {
+			val.ExpireAt = now.Add(time.Duration(px) * time.Millisecond).Truncate(time.Millisecond)
+		}
 		switch kind {
 		case fallback.TypeString:
 			val.String = v.str

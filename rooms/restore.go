@@ -17,31 +17,57 @@ import (
 // newer value written meanwhile is never overwritten, and gives it the TTL;
 // not a key listed among the room's client-TTL keys (KEYS[2], OwnTTLKey):
 // missing, it expired on the client's own TTL, and is not brought back.
-// KEYS[1] key; ARGV[1] type, ARGV[2] ttl seconds, ARGV[3..] the value
-// (string: the value; hash: field value ...; set, list: items; zset: score
-// member ...).
+// KEYS[1] key; ARGV[1] type, ARGV[2] the room's TTL in seconds, ARGV[3] the
+// key's own TTL left in milliseconds (0: none; it is then listed in KEYS[2]),
+// ARGV[4..] the value (string: the value; hash: field value ...; set, list:
+// items; zset: score member ...).
 const restoreScript = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('SISMEMBER', KEYS[2], KEYS[1]) == 1 then return 0 end
 local t = ARGV[1]
 local n = #ARGV
 local function each(cmd, step)
-  local i = 3
+  local i = 4
   while i <= n do
     local j = math.min(i + 999 * step + step - 1, n)
     redis.call(cmd, KEYS[1], unpack(ARGV, i, j))
     i = j + 1
   end
 end
-if t == 'string' then redis.call('SET', KEYS[1], ARGV[3])
+if t == 'string' then redis.call('SET', KEYS[1], ARGV[4])
 elseif t == 'hash' then each('HSET', 2)
 elseif t == 'set' then each('SADD', 1)
 elseif t == 'list' then each('RPUSH', 1)
 elseif t == 'zset' then each('ZADD', 2)
 else return 0 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+local px = tonumber(ARGV[3])
+if px > 0 then
+  redis.call('PEXPIRE', KEYS[1], px)
+  redis.call('SADD', KEYS[2], KEYS[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
 return 1
 `
+
+// ownTTLLeft is what is left at now of a stored key's own TTL, in
+// milliseconds, when it is shorter than the room's ttl: 0 when the key has
+// none or one no shorter than the room's (it gets the room's), and expired
+// true when it has run out (the key is not written back).
+func ownTTLLeft(v fallback.Value, ttl time.Duration, now time.Time) (px int64, expired bool) {
+	if v.ExpireAt.IsZero() {
+		return 0, false
+	}
+	left := v.ExpireAt.Sub(now)
+	switch {
+	case left <= 0:
+		return 0, true
+	case left >= ttl:
+		return 0, false
+	}
+	return max(left.Milliseconds(), 1), false
+}
 
 // Restore writes the stored room back into Redis: every key Redis does not
 // have, with the room's TTL, and the key index. Completed rooms are not
@@ -103,13 +129,16 @@ func (m *Manager) restore(ctx context.Context, id string) (int, error) {
 	}
 	secs := seconds(ttl)
 	idx := []byte(IndexKey(id))
+	now := m.now()
 	var cmds [][][]byte
 	for name, v := range room.Keys {
 		vals := valueArgs(v)
-		if len(vals) == 0 {
-			continue // an empty collection does not exist in Redis
+		px, expired := ownTTLLeft(v, ttl, now)
+		if len(vals) == 0 || expired {
+			continue // an empty collection does not exist in Redis; an expired key is gone
 		}
-		cmd := append([][]byte{[]byte("EVAL"), []byte(restoreScript), []byte("2"), []byte(name), []byte(OwnTTLKey(id)), []byte(v.Type), secs}, vals...)
+		cmd := append([][]byte{[]byte("EVAL"), []byte(restoreScript), []byte("2"), []byte(name), []byte(OwnTTLKey(id)),
+			[]byte(v.Type), secs, strconv.AppendInt(nil, px, 10)}, vals...)
 		cmds = append(cmds, cmd, [][]byte{[]byte("SADD"), idx, []byte(name)})
 	}
 	cmds = append(cmds, [][]byte{[]byte("EXPIRE"), idx, secs})

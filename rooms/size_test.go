@@ -38,9 +38,10 @@ func (f *fakeRoom) exec(_ context.Context, cmds [][][]byte) []batch.Reply {
 			f.during()
 		}
 		bulk := func(b []byte, s string) []byte { return append(b, "$"+strconv.Itoa(len(s))+"\r\n"+s+"\r\n"...) }
-		b := []byte("*" + strconv.Itoa(3*(len(f.keys)+len(f.hashes))) + "\r\n")
+		const noOwnTTL = ":-1\r\n"
+		b := []byte("*" + strconv.Itoa(4*(len(f.keys)+len(f.hashes))) + "\r\n")
 		for k, v := range f.keys {
-			b = bulk(bulk(bulk(b, k), fallback.TypeString), v)
+			b = append(bulk(bulk(bulk(b, k), fallback.TypeString), v), noOwnTTL...)
 		}
 		for k, h := range f.hashes {
 			b = bulk(bulk(b, k), fallback.TypeHash)
@@ -48,6 +49,7 @@ func (f *fakeRoom) exec(_ context.Context, cmds [][][]byte) []batch.Reply {
 			for field, v := range h {
 				b = bulk(bulk(b, field), v)
 			}
+			b = append(b, noOwnTTL...)
 		}
 		out[i] = batch.Reply{Raw: b}
 	}
