@@ -268,7 +268,7 @@ func reloadOf(again [][][]byte, cmd [][]byte, r batch.Reply) [][][]byte {
 
 // reloadScripts sends the calls reloadOf collected, so that no key is left
 // without its TTL or its room's index. A client's own commands are never
-// sent again: only hidden ones are collected.
+// sent again: only hidden calls of the manager's scripts are collected.
 func (s *session) reloadScripts(again [][][]byte) {
 	if len(again) == 0 {
 		return

@@ -32,8 +32,9 @@ import (
 // but for a key that a later command of the same pipeline gave its own TTL
 // (see docs/ARCHITECTURE.md).
 
-// scriptSHA maps the text of each script sent through scriptExec to its SHA1
-// digest, as EVALSHA names it.
+// scriptSHA maps the text of each script this package sends as EVALSHA (on
+// its own round trips through scriptExec, or hidden in a client's pipeline
+// through evalsha) to its SHA1 digest, as EVALSHA names it.
 var scriptSHA = func() map[string]string {
 	m := map[string]string{}
 	for _, s := range []string{flushScript, hashScript, resyncScript, snapshotScript, restoreScript,
