@@ -364,3 +364,43 @@ func TestDebounceClientTTL(t *testing.T) {
 		t.Fatal("an expired pending write reached Redis")
 	}
 }
+
+// TestSnapshotsWithDebouncingOff: with debouncing off (DEBOUNCE_WINDOW_MS=0)
+// a write that is not a lifecycle write still reaches the store with the
+// room's next periodic snapshot (SPEC 4.3, 4.4), and at SIGTERM (Drain):
+// Redis losing its data loses none of them.
+func TestSnapshotsWithDebouncingOff(t *testing.T) {
+	p, r, store, d := debounceSetup(t, rooms.DebounceConfig{Window: -1, PersistInterval: 200 * time.Millisecond})
+	ctx := context.Background()
+	c, direct := openClients(t, p, r)
+	mustOK(t, c.Set(ctx, "room:off", stateDoc("active", 0), 0).Err())
+	mustOK(t, c.HIncrBy(ctx, "room:off:score", "p1", 5).Err())
+	mustOK(t, c.Set(ctx, "room:off:pos", "3,4", 0).Err())
+	if direct.Exists(ctx, "room:off:pos").Val() != 1 {
+		t.Fatal("with debouncing off a state write is not written at once")
+	}
+	stored := func() (score, pos string) {
+		room, _, err := store.Get(ctx, "off")
+		mustOK(t, err)
+		return string(room.Keys["room:off:score"].Hash["p1"]), string(room.Keys["room:off:pos"].String)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		score, pos := stored()
+		if score == "5" && pos == "3,4" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store holds score %q, pos %q 10 s after the writes; want 5, 3,4", score, pos)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A write just before SIGTERM: Drain stores it.
+	mustOK(t, c.HIncrBy(ctx, "room:off:score", "p1", 1).Err())
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	mustOK(t, d.Drain(dctx))
+	if score, _ := stored(); score != "6" {
+		t.Fatalf("after Drain the store holds score %q, want 6", score)
+	}
+}

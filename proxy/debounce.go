@@ -208,7 +208,7 @@ func (s *session) readPending(name string, args [][]byte) (answered, settled boo
 // after it.
 func (s *session) noteWrites(keys [][]byte) {
 	d := s.debouncer()
-	if !d.Enabled() {
+	if !d.Persisting() {
 		return
 	}
 	m := s.srv.cfg.Rooms

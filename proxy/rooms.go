@@ -429,7 +429,7 @@ func cmdRoomFlush(s *session, args [][]byte) {
 		return
 	}
 	s.drain()
-	if d := s.debouncer(); d.Enabled() {
+	if d := s.debouncer(); d.Persisting() {
 		ctx, cancel := s.upstreamCtx()
 		err := d.PersistRoom(ctx, string(args[1]))
 		cancel()

@@ -18,6 +18,9 @@ import (
 // and kept in a pending set; the upstream gets at most one write per room per
 // window, all of a room's due keys in one script call, and the store gets the
 // room's snapshot at most every PersistInterval or PersistEveryN writes.
+// With debouncing off (a negative window) nothing is held: the debouncer
+// only counts the writes to each room and stores the room's snapshots on
+// the same schedule (Persisting), so that they reach the store all the same.
 //
 // Locking: d.mu protects the pending set and is held only for map work, never
 // across I/O. A room's flush, persist and lifecycle write run under the room's
@@ -133,6 +136,25 @@ func (m *Manager) NewDebouncer(cfg DebounceConfig) *Debouncer {
 
 // Enabled reports whether state writes are debounced.
 func (d *Debouncer) Enabled() bool { return d != nil && d.cfg.Window > 0 }
+
+// Persisting reports whether rooms' snapshots are stored every
+// PersistInterval or PersistEveryN writes: with debouncing on or off
+// (SPEC 4.3: a write that is not a lifecycle write reaches the store with
+// the room's next snapshot), as long as there is a debouncer.
+func (d *Debouncer) Persisting() bool { return d != nil }
+
+// gap is the least time between two snapshots (or two tries) of one room,
+// and between two flushes to the store of its held writes: the window, or
+// persistGap with debouncing off.
+func (d *Debouncer) gap() time.Duration {
+	if d.cfg.Window > 0 {
+		return d.cfg.Window
+	}
+	return persistGap
+}
+
+// persistGap is gap with debouncing off.
+const persistGap = 500 * time.Millisecond
 
 // Window is the debounce window.
 func (d *Debouncer) Window() time.Duration { return d.cfg.Window }
@@ -310,7 +332,7 @@ func (d *Debouncer) Prime(room, key string, fields [][]byte) {
 // next snapshot. It forgets the field lists of the room's hashes, which
 // the write may have changed.
 func (d *Debouncer) NoteWrite(room string) {
-	if !d.Enabled() {
+	if !d.Persisting() {
 		return
 	}
 	d.mu.Lock()
@@ -720,7 +742,7 @@ func (d *Debouncer) persistDue(id string, now time.Time) bool {
 // persistDueLocked: a snapshot is read from Redis, which changes at most once
 // a window, so never more often than that, however many writes come.
 func (d *Debouncer) persistDueLocked(r *pendingRoom, now time.Time) bool {
-	return r.writes > 0 && now.Sub(r.persisted) >= d.cfg.Window &&
+	return r.writes > 0 && now.Sub(r.persisted) >= d.gap() &&
 		(r.writes >= d.cfg.PersistEveryN || now.Sub(r.firstSeen) >= d.cfg.PersistInterval)
 }
 
@@ -791,7 +813,9 @@ func (d *Debouncer) due(now time.Time, all bool) (flush, persist []string) {
 		if down || d.m.Dirty(id) {
 			// Everything held goes to the store, once a window per room:
 			// Redis may have lost what it had, or be behind the store.
-			if (len(r.keys) > 0 || r.writes > 0) && now.Sub(r.lastFlush) >= d.cfg.Window {
+			// Without debouncing nothing is held, and a snapshot of Redis
+			// would be behind the store: nothing to do.
+			if d.Enabled() && (len(r.keys) > 0 || r.writes > 0) && now.Sub(r.lastFlush) >= d.cfg.Window {
 				flush = append(flush, id)
 			}
 			continue
@@ -818,14 +842,14 @@ func (d *Debouncer) due(now time.Time, all bool) (flush, persist []string) {
 	return flush, persist
 }
 
-// Run flushes due rooms until ctx ends. Rooms are flushed concurrently (the
-// upstream engine pipelines concurrent calls into shared round trips), by at
-// most workers goroutines.
+// Run flushes due rooms and stores due snapshots until ctx ends. Rooms are
+// flushed concurrently (the upstream engine pipelines concurrent calls into
+// shared round trips), by at most workers goroutines.
 func (d *Debouncer) Run(ctx context.Context) {
-	if !d.Enabled() {
+	if !d.Persisting() {
 		return
 	}
-	tick := time.NewTicker(max(d.cfg.Window/10, 5*time.Millisecond))
+	tick := time.NewTicker(max(d.gap()/10, 5*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -890,7 +914,7 @@ var ErrPendingLeft = errors.New("debounce: pending writes left")
 // snapshot, retrying until done or ctx ends (SIGTERM, SPEC 11). It logs how
 // many rooms were left if ctx ended first.
 func (d *Debouncer) Drain(ctx context.Context) error {
-	if !d.Enabled() {
+	if !d.Persisting() {
 		return nil
 	}
 	for {
