@@ -356,10 +356,16 @@ func TestRoomsWithRedisCLI(t *testing.T) {
 func TestRoomTooLarge(t *testing.T) { forEachDebounceMode(t, roomTooLarge) }
 
 // forEachDebounceMode runs f against a proxy with rooms, a redis-server and
-// a room store, with debouncing off and on (its defaults).
+// a room store: with no debouncer, with debouncing off as cmd/roomproxy sets
+// it for DEBOUNCE_WINDOW_MS=0 (a debouncer that only stores snapshots), and
+// on (its defaults).
 func forEachDebounceMode(t *testing.T, f func(*testing.T, *proxyUnderTest, *testredis.Server, *fallback.Mongo)) {
-	t.Run("debounce=off", func(t *testing.T) {
+	t.Run("debounce=none", func(t *testing.T) {
 		p, r, store, _ := roomsSetup(t)
+		f(t, p, r, store)
+	})
+	t.Run("debounce=off", func(t *testing.T) {
+		p, r, store, _ := debounceSetup(t, rooms.DebounceConfig{Window: -1})
 		f(t, p, r, store)
 	})
 	t.Run("debounce=on", func(t *testing.T) {
