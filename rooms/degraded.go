@@ -149,6 +149,25 @@ func loadCmds(keys map[string]fallback.Value, now time.Time) [][][]byte {
 	return cmds
 }
 
+// keepExpiries gives each key of a room read back from the scratch server
+// the expiry it was loaded with (loaded) when the command left its TTL as
+// it was: read back, what is left of the TTL comes to the millisecond
+// below, and a room written many times during an outage would see its keys'
+// expiries creep earlier. (The scratch server's clock does not move: a
+// TTL it reports is the one loaded or set by the command.)
+func keepExpiries(keys, loaded map[string]fallback.Value) {
+	for name, v := range keys {
+		was := loaded[name].ExpireAt
+		if v.ExpireAt.IsZero() || was.IsZero() {
+			continue
+		}
+		if d := v.ExpireAt.Sub(was); d > -2*time.Millisecond && d < 2*time.Millisecond {
+			v.ExpireAt = was
+			keys[name] = v
+		}
+	}
+}
+
 // writeCommand writes valueArgs of each type.
 var writeCommand = map[string]string{
 	fallback.TypeString: "SET", fallback.TypeHash: "HSET", fallback.TypeSet: "SADD",
@@ -247,6 +266,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 		return nil, err
 	}
 	keys := parseSnapshot(dump, m.now())
+	keepExpiries(keys, room.Keys)
 	if len(raw) > 0 && raw[0] == '-' && len(held.keys) == 0 {
 		return raw, nil // an error reply changed nothing
 	}

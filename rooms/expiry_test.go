@@ -75,3 +75,29 @@ func TestParseSnapshotExpiry(t *testing.T) {
 		t.Errorf("room:a expires at %v, want no expiry of its own", got)
 	}
 }
+
+// TestKeepExpiries: a key read back from the scratch server with the TTL it
+// was loaded with keeps its stored expiry exactly; one whose TTL the
+// command changed, or that has none, takes what was read back.
+func TestKeepExpiries(t *testing.T) {
+	at := time.Date(2026, 11, 26, 12, 0, 30, 123e6, time.UTC)
+	loaded := map[string]fallback.Value{
+		"room:a:lock": {Type: fallback.TypeString, ExpireAt: at},
+		"room:a:cd":   {Type: fallback.TypeString, ExpireAt: at},
+		"room:a:h":    {Type: fallback.TypeHash},
+	}
+	keys := map[string]fallback.Value{
+		"room:a:lock": {Type: fallback.TypeString, ExpireAt: at.Add(-time.Millisecond)}, // read back: 1 ms below
+		"room:a:cd":   {Type: fallback.TypeString, ExpireAt: at.Add(-10 * time.Second)}, // EXPIRE changed it
+		"room:a:h":    {Type: fallback.TypeHash, ExpireAt: at},                          // EXPIRE gave it one
+		"room:a:new":  {Type: fallback.TypeString},
+	}
+	keepExpiries(keys, loaded)
+	for name, want := range map[string]time.Time{
+		"room:a:lock": at, "room:a:cd": at.Add(-10 * time.Second), "room:a:h": at, "room:a:new": {},
+	} {
+		if got := keys[name].ExpireAt; !got.Equal(want) {
+			t.Errorf("%s expires at %v, want %v", name, got, want)
+		}
+	}
+}
