@@ -143,9 +143,8 @@ func (d *Debouncer) Enabled() bool { return d != nil && d.cfg.Window > 0 }
 // the room's next snapshot), as long as there is a debouncer.
 func (d *Debouncer) Persisting() bool { return d != nil }
 
-// gap is the least time between two snapshots (or two tries) of one room,
-// and between two flushes to the store of its held writes: the window, or
-// persistGap with debouncing off.
+// gap is the least time between two snapshots (or two tries) of one room:
+// the window, or persistGap with debouncing off.
 func (d *Debouncer) gap() time.Duration {
 	if d.cfg.Window > 0 {
 		return d.cfg.Window
