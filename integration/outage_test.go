@@ -156,3 +156,31 @@ func TestRoomsServedFromStoreDuringOutage(t *testing.T) {
 		t.Fatalf("after the re-sync the store still lists %d dirty rooms (%v)", n, err)
 	}
 }
+
+// TestOverLimitRoomDuringOutage: served from the store, a room past
+// ROOM_MAX_BYTES (grown by a script before the outage) refuses a write that
+// adds to it, takes one that makes it smaller, and completes.
+func TestOverLimitRoomDuringOutage(t *testing.T) {
+	o := outageSetup(t, "outage_big_it")
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: o.p.Addr, MaxRetries: -1})
+	defer c.Close()
+	mustOK(t, c.Set(ctx, "room:ob", stateDoc("active", 1), 0).Err())
+	growOverLimit(t, c, "ob")
+	mustOK(t, c.Do(ctx, "ROOM.FLUSH", "ob").Err()) // the store has the room as it is
+
+	o.r.Kill()
+	o.down.Store(true)
+	if err := c.HSet(ctx, "room:ob:h", "f", strings.Repeat("y", 10<<10)).Err(); err == nil || err.Error() != "ERR room document too large" {
+		t.Fatalf("a write adding to a room past the limit during the outage: %v, want ERR room document too large", err)
+	}
+	mustOK(t, c.Del(ctx, "room:ob:d").Err()) // still past the limit, but smaller
+	mustOK(t, c.Set(ctx, "room:ob", stateDoc("completed", 2), 0).Err())
+	room, _, err := o.store.Get(ctx, "ob")
+	if err != nil || room.Status != "completed" {
+		t.Fatalf("stored room: %q (%v), want completed", room.Status, err)
+	}
+	if _, ok := room.Keys["room:ob:d"]; ok {
+		t.Fatal("the key deleted during the outage is still stored")
+	}
+}

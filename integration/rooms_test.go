@@ -651,3 +651,43 @@ func TestNilReadsDoNotHammerTheStore(t *testing.T) {
 		t.Fatalf("read-through after the eviction = %q, %v", v, err)
 	}
 }
+
+// TestOverLimitRoomCompletes: a room grown past ROOM_MAX_BYTES by what the
+// size ledger does not see (here a script's writes) refuses a lifecycle
+// write that adds to it, but its keys can still be deleted and it can still
+// complete: the completed room reaches the store instead of being stranded
+// in Redis.
+func TestOverLimitRoomCompletes(t *testing.T) {
+	forEachDebounceMode(t, func(t *testing.T, p *proxyUnderTest, r *testredis.Server, store *fallback.Mongo) {
+		ctx := context.Background()
+		c, direct := openClients(t, p, r)
+		mustOK(t, c.Set(ctx, "room:ol", `{"status":"active"}`, 0).Err())
+		growOverLimit(t, c, "ol")
+		err := c.Set(ctx, "room:ol", `{"status":"waiting","pad":"`+strings.Repeat("p", 10<<10)+`"}`, 0).Err()
+		if err == nil || err.Error() != "ERR room document too large" {
+			t.Fatalf("a lifecycle write adding to a room past the limit: %v, want ERR room document too large", err)
+		}
+		mustOK(t, c.Del(ctx, "room:ol:d").Err()) // 1.2 MiB left: still past the limit, but smaller
+		mustOK(t, c.Set(ctx, "room:ol", `{"status":"completed"}`, 0).Err())
+		room, _, err := store.Get(ctx, "ol")
+		if err != nil || room.Status != "completed" || len(room.Keys["room:ol:c"].String) != 400<<10 {
+			t.Fatalf("stored room: %q, %d bytes of room:ol:c (%v)", room.Status, len(room.Keys["room:ol:c"].String), err)
+		}
+		if _, ok := room.Keys["room:ol:d"]; ok {
+			t.Fatal("the deleted key reached the store")
+		}
+		if n, _ := direct.Exists(ctx, "room:ol", "room:ol:a", "room:ol:c").Result(); n != 0 {
+			t.Fatalf("%d keys of the completed room left in Redis", n)
+		}
+	})
+}
+
+// growOverLimit writes four 400 KiB strings to room id by a script, which
+// the size ledger does not see: 1.6 MiB, past ROOM_MAX_BYTES.
+func growOverLimit(t *testing.T, c *redis.Client, id string) {
+	t.Helper()
+	for _, k := range []string{"a", "b", "c", "d"} {
+		mustOK(t, c.Eval(context.Background(), `redis.call('SET', KEYS[1], ARGV[1]) return 1`,
+			[]string{"room:" + id + ":" + k}, strings.Repeat(k, 400<<10)).Err())
+	}
+}

@@ -237,6 +237,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 		}
 		return nil, nil
 	}
+	before := roomSize(room.Keys)
 	cmds := loadCmds(room.Keys, m.now())
 	if args != nil {
 		cmds = append(cmds, args)
@@ -271,10 +272,10 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 		return raw, nil // an error reply changed nothing
 	}
 
-	if roomSize(keys) > m.Rules.MaxBytes {
+	state := m.stateOfKeys(id, keys)
+	if state != policy.Completed && !fitsAfter(before, roomSize(keys), m.Rules.MaxBytes) {
 		return nil, ErrTooLarge
 	}
-	state := m.stateOfKeys(id, keys)
 	stored := fallback.Room{ID: id, Status: state.String(), Keys: keys, UpdatedAt: m.now(), Dirty: true}
 	if state == policy.Completed {
 		stored.CompletedAt = stored.UpdatedAt
