@@ -237,8 +237,14 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 		}
 		return nil, nil
 	}
-	before := roomSize(room.Keys)
-	cmds := loadCmds(room.Keys, m.now())
+	now := m.now()
+	before := 0 // the room as loaded: without the keys whose own TTL ran out
+	for k, v := range room.Keys {
+		if !v.Expired(now) {
+			before += keySize(k, v)
+		}
+	}
+	cmds := loadCmds(room.Keys, now)
 	if args != nil {
 		cmds = append(cmds, args)
 	}
