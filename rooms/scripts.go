@@ -27,10 +27,10 @@ import (
 // TTL and index after a write, a room's after a lifecycle write, the
 // sliding-TTL refresh) are made as EVALSHA by this package (evalsha); the
 // session sends those Redis refused with NOSCRIPT again as EVAL once its
-// batch is back (Reload). They only set TTLs and add to sets, so running one
-// after the rest of its pipeline leaves what running it in place would,
-// but for a key that a later command of the same pipeline gave its own TTL
-// (see docs/ARCHITECTURE.md).
+// batch is back (Reload). They only set TTLs and add to sets, and every call
+// of a script missing from the cache fails, so running the refused ones
+// after the rest of their pipeline, in order, leaves what running them in
+// place would (docs/ARCHITECTURE.md has the one exception).
 
 // scriptSHA maps the text of each script this package sends as EVALSHA (on
 // its own round trips through scriptExec, or hidden in a client's pipeline
