@@ -521,10 +521,7 @@ func TestRoomSizeUnderConcurrentWriters(t *testing.T) {
 func TestClientTTLNoLongerThanTheRoom(t *testing.T) {
 	forEachDebounceMode(t, func(t *testing.T, p *proxyUnderTest, r *testredis.Server, _ *fallback.Mongo) {
 		ctx := context.Background()
-		c := redis.NewClient(&redis.Options{Addr: p.Addr})
-		defer c.Close()
-		direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-		defer direct.Close()
+		c, direct := openClients(t, p, r)
 		if err := c.Set(ctx, "room:ttl", `{"status":"waiting"}`, 0).Err(); err != nil { // 1800 s
 			t.Fatal(err)
 		}
@@ -552,10 +549,7 @@ func TestClientTTLNoLongerThanTheRoom(t *testing.T) {
 func TestClientTTLLasts(t *testing.T) {
 	forEachDebounceMode(t, func(t *testing.T, p *proxyUnderTest, r *testredis.Server, _ *fallback.Mongo) {
 		ctx := context.Background()
-		c := redis.NewClient(&redis.Options{Addr: p.Addr})
-		defer c.Close()
-		direct := redis.NewClient(&redis.Options{Addr: r.Addr})
-		defer direct.Close()
+		c, direct := openClients(t, p, r)
 		flush := func() {
 			t.Helper()
 			if err := c.Do(ctx, "ROOM.FLUSH", "own").Err(); err != nil {
