@@ -522,21 +522,16 @@ func (d *Debouncer) buildFlushLocked(id string, r *pendingRoom, now time.Time, s
 			for _, f := range fs {
 				cmd = append(cmd, []byte(f), k.fields[f].val)
 			}
-		case !k.expire.IsZero():
-			left := k.expire.Sub(now)
-			if left <= 0 {
+		default:
+			// A client's TTL stands only when shorter than the room's (px 0:
+			// the room's, like a key written without a TTL); one that has
+			// run out deletes the key.
+			px, expired := ownTTLLeft(k.expire, ttl, now)
+			if expired {
 				cmd = append(cmd, []byte("x"), []byte("0"), []byte("0"))
 				continue
 			}
-			if left >= ttl {
-				// A client's TTL stands only when shorter than the room's:
-				// this key gets the room's, like one written without a TTL.
-				cmd = append(cmd, []byte("s"), []byte("0"), []byte("1"), k.str)
-				continue
-			}
-			cmd = append(cmd, []byte("s"), strconv.AppendInt(nil, max(left.Milliseconds(), 1), 10), []byte("1"), k.str)
-		default:
-			cmd = append(cmd, []byte("s"), []byte("0"), []byte("1"), k.str)
+			cmd = append(cmd, []byte("s"), strconv.AppendInt(nil, px, 10), []byte("1"), k.str)
 		}
 	}
 	return cmd, sent, oldest

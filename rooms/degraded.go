@@ -404,7 +404,7 @@ func (m *Manager) resyncCmd(room fallback.Room, found bool) [][]byte {
 	for _, n := range names {
 		v := room.Keys[n]
 		vals := valueArgs(v)
-		px, expired := ownTTLLeft(v, ttl, now)
+		px, expired := ownTTLLeft(v.ExpireAt, ttl, now)
 		if expired {
 			vals = nil
 		}

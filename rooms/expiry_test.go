@@ -26,7 +26,7 @@ func TestOwnTTLLeft(t *testing.T) {
 		{now.Add(-time.Millisecond), 0, true},
 		{now.Add(time.Microsecond), 1, false}, // under a millisecond left: still 1
 	} {
-		px, expired := ownTTLLeft(fallback.Value{Type: fallback.TypeString, ExpireAt: c.expireAt}, room, now)
+		px, expired := ownTTLLeft(c.expireAt, room, now)
 		if px != c.px || expired != c.expired {
 			t.Errorf("expiry %v: %d ms, expired %v; want %d, %v", c.expireAt.Sub(now), px, expired, c.px, c.expired)
 		}

@@ -51,15 +51,17 @@ end
 return 1
 `
 
-// ownTTLLeft is what is left at now of a stored key's own TTL, in
-// milliseconds, when it is shorter than the room's ttl: 0 when the key has
-// none or one no shorter than the room's (it gets the room's), and expired
-// true when it has run out (the key is not written back).
-func ownTTLLeft(v fallback.Value, ttl time.Duration, now time.Time) (px int64, expired bool) {
-	if v.ExpireAt.IsZero() {
+// ownTTLLeft is what is left at now of a key's own TTL, which runs out at
+// expireAt (zero: none), in milliseconds, when it is shorter than the room's
+// ttl: 0 when the key has none or one no shorter than the room's (it gets
+// the room's), and expired true when it has run out (the key is not
+// written). Used for stored keys (restore, re-sync) and held ones (a
+// debounced flush).
+func ownTTLLeft(expireAt time.Time, ttl time.Duration, now time.Time) (px int64, expired bool) {
+	if expireAt.IsZero() {
 		return 0, false
 	}
-	left := v.ExpireAt.Sub(now)
+	left := expireAt.Sub(now)
 	switch {
 	case left <= 0:
 		return 0, true
@@ -133,7 +135,7 @@ func (m *Manager) restore(ctx context.Context, id string) (int, error) {
 	var cmds [][][]byte
 	for name, v := range room.Keys {
 		vals := valueArgs(v)
-		px, expired := ownTTLLeft(v, ttl, now)
+		px, expired := ownTTLLeft(v.ExpireAt, ttl, now)
 		if len(vals) == 0 || expired {
 			continue // an empty collection does not exist in Redis; an expired key is gone
 		}
