@@ -285,31 +285,32 @@ func (m *Manager) remember(id string, s policy.State) {
 	m.states[id] = s
 }
 
+// roomTTLLua, inside a script, gives every key a room's index (idx) lists
+// but those keeping a client's own TTL (listed in reg), the index and reg
+// the TTL ttl, and returns how many keys the index lists.
+const roomTTLLua = ownTTLLua + `
+local function roomttl(idx, reg, ttl)
+  local ks = redis.call('SMEMBERS', idx)
+  for _, k in ipairs(ks) do
+    if not ownttl(reg, k) then redis.call('EXPIRE', k, ttl) end
+  end
+  redis.call('EXPIRE', idx, ttl)
+  redis.call('EXPIRE', reg, ttl)
+  return #ks
+end
+`
+
 // refreshScript extends the TTL of every key of a room but those keeping a
 // client's own TTL: KEYS[1] is the room's index, KEYS[2] its set of
 // client-TTL keys, ARGV[1] the TTL in seconds.
-const refreshScript = ownTTLLua + `
-local ks = redis.call('SMEMBERS', KEYS[1])
-for _, k in ipairs(ks) do
-  if not ownttl(KEYS[2], k) then redis.call('EXPIRE', k, ARGV[1]) end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-return #ks
-`
+const refreshScript = roomTTLLua + `return roomttl(KEYS[1], KEYS[2], ARGV[1])`
 
 // indexTTLScript adds the room's state key (KEYS[2]) to its index (KEYS[1])
 // and gives every indexed key but those keeping a client's own TTL (listed
 // in KEYS[3]), the index and that set the TTL ARGV[1], in one call.
-const indexTTLScript = ownTTLLua + `
+const indexTTLScript = roomTTLLua + `
 redis.call('SADD', KEYS[1], KEYS[2])
-local ks = redis.call('SMEMBERS', KEYS[1])
-for _, k in ipairs(ks) do
-  if not ownttl(KEYS[3], k) then redis.call('EXPIRE', k, ARGV[1]) end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[1])
-return #ks
+return roomttl(KEYS[1], KEYS[3], ARGV[1])
 `
 
 // keyTTLScript puts one key of a room (KEYS[3]) in the room's index
