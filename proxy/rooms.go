@@ -242,12 +242,7 @@ func (s *session) readThrough() {
 		if err != nil || n == 0 {
 			continue
 		}
-		b := batch.New()
-		b.Reset(s.proto)
-		b.Add(args, true)
-		s.srv.up.Submit(b)
-		b.Wait()
-		s.batch.Replies[sl.fwd] = b.Replies[0]
+		s.batch.Replies[sl.fwd] = s.viaPool(true, args)[0]
 		sl.fromStore = true // Redis had nothing: the room store answered
 	}
 }
@@ -274,19 +269,13 @@ func (s *session) reloadScripts(again [][][]byte) {
 		return
 	}
 	s.srv.cfg.Rooms.Reloaded(len(again))
-	ctx, cancel := s.upstreamCtx()
-	defer cancel()
 	if s.lane != nil {
+		ctx, cancel := s.upstreamCtx()
+		defer cancel()
 		s.onLane(ctx, again...)
 		return
 	}
-	b := batch.New()
-	b.Reset(s.proto)
-	for _, c := range again {
-		b.Add(c, false)
-	}
-	s.srv.up.Submit(b)
-	b.Wait()
+	s.viaPool(false, again...)
 }
 
 // isEmpty reports an empty aggregate: what HGETALL, SMEMBERS, LRANGE or

@@ -61,12 +61,27 @@ func (s *session) upstreamCtx() (context.Context, context.CancelFunc) {
 // onLane runs args on the session's lane and writes the reply as a local
 // answer. The batch is drained first so that replies keep their order.
 func (s *session) onLane(ctx context.Context, cmds ...[][]byte) []batch.Reply {
+	b := s.sideBatch(false, cmds)
+	s.lane.Exec(ctx, b)
+	return b.Replies
+}
+
+// sideBatch is a batch of cmds of their own, outside the session's batch.
+func (s *session) sideBatch(readOnly bool, cmds [][][]byte) *batch.Batch {
 	b := batch.New()
 	b.Reset(s.proto)
 	for _, c := range cmds {
-		b.Add(c, false)
+		b.Add(c, readOnly)
 	}
-	s.lane.Exec(ctx, b)
+	return b
+}
+
+// viaPool sends cmds in a batch of their own through the upstream's pool
+// and waits for their replies.
+func (s *session) viaPool(readOnly bool, cmds ...[][]byte) []batch.Reply {
+	b := s.sideBatch(readOnly, cmds)
+	s.srv.up.Submit(b)
+	b.Wait()
 	return b.Replies
 }
 
