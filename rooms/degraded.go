@@ -130,10 +130,11 @@ return out
 `
 
 // loadCmds are the commands that put a room's keys into the scratch server
-// at now: a key with its own TTL gets what is left of it (and dumpScript
-// reads it back), one whose TTL has run out is not loaded.
-func loadCmds(keys map[string]fallback.Value, now time.Time) [][][]byte {
-	cmds := [][][]byte{{[]byte("FLUSHALL")}}
+// at now, and the size of the room they load: a key with its own TTL gets
+// what is left of it (and dumpScript reads it back), one whose TTL has run
+// out is not loaded.
+func loadCmds(keys map[string]fallback.Value, now time.Time) (cmds [][][]byte, size int) {
+	cmds = [][][]byte{{[]byte("FLUSHALL")}}
 	for _, name := range slices.Sorted(maps.Keys(keys)) {
 		v := keys[name]
 		write, ok := writeCommand[v.Type]
@@ -141,12 +142,13 @@ func loadCmds(keys map[string]fallback.Value, now time.Time) [][][]byte {
 		if !ok || len(vals) == 0 || v.Expired(now) {
 			continue
 		}
+		size += keySize(name, v)
 		cmds = append(cmds, append([][]byte{[]byte(write), []byte(name)}, vals...))
 		if !v.ExpireAt.IsZero() {
 			cmds = append(cmds, [][]byte{[]byte("PEXPIRE"), []byte(name), strconv.AppendInt(nil, max(v.ExpireAt.Sub(now).Milliseconds(), 1), 10)})
 		}
 	}
-	return cmds
+	return cmds, size
 }
 
 // keepExpiries gives each key of a room read back from the scratch server
@@ -238,13 +240,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 		return nil, nil
 	}
 	now := m.now()
-	before := 0 // the room as loaded: without the keys whose own TTL ran out
-	for k, v := range room.Keys {
-		if !v.Expired(now) {
-			before += keySize(k, v)
-		}
-	}
-	cmds := loadCmds(room.Keys, now)
+	cmds, before := loadCmds(room.Keys, now) // before: the room as loaded
 	if args != nil {
 		cmds = append(cmds, args)
 	}
@@ -272,7 +268,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 	if err != nil {
 		return nil, err
 	}
-	keys := parseSnapshot(dump, m.now())
+	keys := parseSnapshot(dump, now) // the TTLs it read are from the load (the scratch clock stands)
 	keepExpiries(keys, room.Keys)
 	if len(raw) > 0 && raw[0] == '-' && len(held.keys) == 0 {
 		return raw, nil // an error reply changed nothing

@@ -43,7 +43,11 @@ func TestLoadCmdsExpiry(t *testing.T) {
 		"room:a:h":    {Type: fallback.TypeHash, Hash: map[string][]byte{"f": []byte("v")}},
 	}
 	var got []string
-	for _, c := range loadCmds(keys, now) {
+	cmds, size := loadCmds(keys, now)
+	if want := len("room:a:h") + 2 + len("room:a:lock") + 2; size != want {
+		t.Errorf("loaded size %d, want %d (the expired key not counted)", size, want)
+	}
+	for _, c := range cmds {
 		got = append(got, string(joinArgs(c)))
 	}
 	want := []string{"FLUSHALL", "HSET room:a:h f v", "SET room:a:lock p1", "PEXPIRE room:a:lock 1500"}
