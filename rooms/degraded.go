@@ -275,7 +275,7 @@ func (m *Manager) storeRunLocked(ctx context.Context, id string, proto int, args
 	}
 
 	state := m.stateOfKeys(id, keys)
-	if state != policy.Completed && !fitsAfter(before, roomSize(keys), m.Rules.MaxBytes) {
+	if !m.storable(state, before, roomSize(keys)) {
 		return nil, ErrTooLarge
 	}
 	stored := fallback.Room{ID: id, Status: state.String(), Keys: keys, UpdatedAt: m.now(), Dirty: true}

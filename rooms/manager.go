@@ -523,7 +523,7 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 	stateKey := m.Rules.Prefix + p.ID
 	before := roomSize(keys)
 	applyToSnapshot(keys, stateKey, strings.ToLower(string(p.args[0])), p.args)
-	if p.State != policy.Completed && !fitsAfter(before, roomSize(keys), m.Rules.MaxBytes) {
+	if !m.storable(p.State, before, roomSize(keys)) {
 		m.tooLarge.Add(1)
 		return nil, nil, ErrTooLarge
 	}
@@ -725,15 +725,18 @@ func seconds(d time.Duration) []byte {
 	return strconv.AppendInt(nil, int64(d/time.Second), 10)
 }
 
-// fitsAfter reports whether a write that takes a room from before to after
-// bytes may be stored: it fits in limit, or it does not make the room any
-// larger. A room can be over the limit already (grown by what the size
-// ledger does not see: scripts, COPY, another instance); a write that does
-// not add to it, such as one that deletes keys, is stored all the same, so
-// that the room can be made smaller. The write that completes a room is
-// not checked at all (its own data is bounded by Plan): refusing it would
-// strand the game's final state in Redis, never stored.
-func fitsAfter(before, after, limit int) bool { return after <= limit || after <= before }
+// storable reports whether a write that leaves a room in state s, taking
+// it from before to after bytes, may be stored: it fits in ROOM_MAX_BYTES,
+// or it does not make the room any larger. A room can be over the limit
+// already (grown by what the size ledger does not see: scripts, COPY,
+// another instance); a write that does not add to it, such as one that
+// deletes keys, is stored all the same, so that the room can be made
+// smaller. The write that completes a room is not checked at all (its own
+// data is bounded by Plan): refusing it would strand the game's final
+// state in Redis, never stored.
+func (m *Manager) storable(s policy.State, before, after int) bool {
+	return s == policy.Completed || after <= m.Rules.MaxBytes || after <= before
+}
 
 // roomSize is the bytes of a room's keys and values.
 func roomSize(keys map[string]fallback.Value) int {
