@@ -29,11 +29,13 @@ test: deps vet test-go test-e2e
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Twice: batches on the pooled workers (a local Redis's path) and on the
-# full-duplex streams (a remote upstream's path, such as Upstash's).
+# Three times: batches on the pooled workers (a local Redis's path), on the
+# full-duplex streams (a remote upstream's path, such as Upstash's), and with
+# debouncing off (every room write goes through at once).
 test-e2e:
 	bash e2e/run.sh
 	UPSTREAM_STREAM=always bash e2e/run.sh
+	DEBOUNCE_WINDOW_MS=0 bash e2e/run.sh
 
 lint: vet
 	$(GO) run $(STATICCHECK) ./...

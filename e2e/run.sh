@@ -74,7 +74,7 @@ REDIS_PID=$!
 wait_ping "$REDIS_PORT" "$REDIS_PID" redis-server "$LOG_DIR/redis.log"
 
 PROXY_PORT="$(free_port)"
-"$BIN" -proxy-addr "127.0.0.1:$PROXY_PORT" -metrics-addr "" \
+ROOM_STORE_PATH="${ROOM_STORE_PATH:-$LOG_DIR/rooms.db}" "$BIN" -proxy-addr "127.0.0.1:$PROXY_PORT" -metrics-addr "" \
 	-redis-url "redis://127.0.0.1:$REDIS_PORT" -log-level warn \
 	>"$LOG_DIR/proxy.log" 2>&1 &
 PROXY_PID=$!
