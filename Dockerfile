@@ -11,6 +11,10 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/roomproxy /roomproxy
 # distroless/static ships /etc/ssl/certs/ca-certificates.crt.
 USER nonroot:nonroot
+# Without MONGO_URL the embedded room store is a file in the working
+# directory (ROOM_STORE_PATH): nonroot's home, which it can write ("/" it
+# cannot). Mount a volume there to keep it, or set MONGO_URL as production does.
+WORKDIR /home/nonroot
 # In a container the proxy listens on all interfaces, so PROXY_PASSWORD is required.
 ENV PROXY_ADDR=0.0.0.0:6380 METRICS_ADDR=0.0.0.0:9380 LOG_FORMAT=json
 EXPOSE 6380 9380

@@ -7,7 +7,7 @@ GO ?= go
 FUZZ_EXECS ?= 300000x
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build run test test-go test-e2e vet lint fuzz bench deps ci
+.PHONY: build run test test-go test-e2e test-image vet lint fuzz bench deps ci
 
 build:
 	$(GO) build -o bin/roomproxy ./cmd/roomproxy
@@ -24,7 +24,7 @@ vet:
 # The whole test suite, against real servers (installed by deps when missing):
 # Go tests with -race, then the real client libraries (ioredis, node-redis,
 # socket.io) end to end.
-test: deps vet test-go test-e2e
+test: deps vet test-go test-e2e test-image
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -36,6 +36,11 @@ test-e2e:
 	bash e2e/run.sh
 	UPSTREAM_STREAM=always bash e2e/run.sh
 	DEBOUNCE_WINDOW_MS=0 bash e2e/run.sh
+
+# The container image's layout and settings, without a Docker engine
+# (scripts/image-smoke.sh says what it checks; needs root, else skipped).
+test-image:
+	bash scripts/image-smoke.sh
 
 lint: vet
 	$(GO) run $(STATICCHECK) ./...
