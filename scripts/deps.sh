@@ -2,6 +2,7 @@
 # Installs what roomproxy's tests and benchmarks need on a fresh Debian
 # machine: redis-server, redis-cli and redis-benchmark (the upstream stand-in),
 # Prometheus and promtool (the metrics test scrapes with a real Prometheus),
+# iproute2 (the image smoke test's network namespace),
 # twemproxy (benchmark comparison, with --bench), and builds FerretDB (the
 # MongoDB-wire server for the room store tests) from the Go module proxy.
 # Safe to run again: it installs only what is missing.
@@ -11,6 +12,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v ip >/dev/null || need+=(iproute2) # scripts/image-smoke.sh's network namespace
 if [ "${1:-}" = "--bench" ]; then
   command -v nutcracker >/dev/null || need+=(nutcracker)
 fi
