@@ -91,17 +91,16 @@ func scriptExec(exec Exec, reloads *atomic.Int64) Exec {
 			if len(c) < 3 || !strings.EqualFold(string(c[0]), "EVAL") {
 				return exec(ctx, cmds)
 			}
-			digest, ok := scriptSHA[string(c[1])]
-			if !ok {
+			if _, ok := scriptSHA[string(c[1])]; !ok {
 				return exec(ctx, cmds)
 			}
-			sha[i] = append([][]byte{[]byte("EVALSHA"), []byte(digest)}, c[2:]...)
+			sha[i] = evalsha(string(c[1]), c[2:]...)
 		}
 		replies := exec(ctx, sha)
 		var again [][][]byte
 		var at []int
 		for i, r := range replies {
-			if r.Err == nil && bytes.HasPrefix(r.Raw, []byte("-NOSCRIPT")) {
+			if r.Err == nil && NoScript(r.Raw) {
 				again = append(again, cmds[i])
 				at = append(at, i)
 			}
