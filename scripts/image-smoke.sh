@@ -58,8 +58,8 @@ chmod 700 "$rootfs/home/nonroot"
 chmod 1777 "$rootfs/tmp"
 cp "$tmp/roomproxy" "$rootfs$entry"
 
-# The inside of the namespace: the checks, in one script so that the
-# namespace's processes end with it.
+# The inside of the namespaces: the checks, in one script that is the
+# process namespace's init, so that every process it started ends with it.
 cat >"$tmp/inside.sh" <<'EOF'
 set -euo pipefail
 ip link set lo up
@@ -106,7 +106,7 @@ image_env="$envs"
 proxy_port="$(sed -n 's/.*PROXY_ADDR=[^ ]*:\([0-9]*\).*/\1/p' <<<"$envs")"
 metrics_port="$(sed -n 's/.*METRICS_ADDR=[^ ]*:\([0-9]*\).*/\1/p' <<<"$envs")"
 IMAGE_ENV="$image_env" LOG="$tmp/proxy.log" PROXY_PORT="${proxy_port:-6380}" METRICS_PORT="${metrics_port:-9380}" \
-  timeout 120 unshare --net bash "$tmp/inside.sh" "$rootfs" "$workdir" "$entry"
+  timeout 120 unshare --net --pid --fork --kill-child bash "$tmp/inside.sh" "$rootfs" "$workdir" "$entry"
 
 store="$(find "$rootfs" -name '*.db' -newer "$rootfs$entry" | sed "s|^$rootfs||")"
 [ -n "$store" ] || { echo "image-smoke: FAIL: no embedded store file written" >&2; exit 1; }
