@@ -78,12 +78,13 @@ echo "image-smoke: ok: no PROXY_PASSWORD, refused: $(tail -n1 <<<"$out" | cut -c
 eval "run $IMAGE_ENV PROXY_PASSWORD=smoke-secret" >"$LOG" 2>&1 &
 pid=$!
 port="${PROXY_PORT:-6380}"
-for _ in $(seq 1 100); do
-  [ "$(redis-cli -p "$port" -a smoke-secret --no-auth-warning PING 2>/dev/null)" = PONG ] && break
+cli() { redis-cli -p "$port" -a smoke-secret --no-auth-warning "$@"; }
+for i in $(seq 1 100); do
+  [ "$(cli PING 2>/dev/null)" = PONG ] && break
   kill -0 "$pid" 2>/dev/null || { echo "image-smoke: FAIL: exited; its log:" >&2; cat "$LOG" >&2; exit 1; }
+  [ "$i" -lt 100 ] || { echo "image-smoke: FAIL: no PONG on port $port within 10 s; log:" >&2; cat "$LOG" >&2; exit 1; }
   sleep 0.1
 done
-cli() { redis-cli -p "$port" -a smoke-secret --no-auth-warning "$@"; }
 [ "$(redis-cli -p "$port" PING 2>&1)" != PONG ] || { echo "image-smoke: FAIL: PING without AUTH answered" >&2; exit 1; }
 [ "$(cli SET room:smoke '{"status":"active"}')" = OK ] || { echo "image-smoke: FAIL: room write" >&2; cat "$LOG" >&2; exit 1; }
 [ "$(cli GET room:smoke)" = '{"status":"active"}' ] || { echo "image-smoke: FAIL: room read" >&2; exit 1; }
@@ -102,10 +103,9 @@ echo "image-smoke: ok: exit 0 after SIGTERM"
 EOF
 
 # The image's ENV, and where its ports are (the defaults unless ENV moves them).
-image_env="$envs"
 proxy_port="$(sed -n 's/.*PROXY_ADDR=[^ ]*:\([0-9]*\).*/\1/p' <<<"$envs")"
 metrics_port="$(sed -n 's/.*METRICS_ADDR=[^ ]*:\([0-9]*\).*/\1/p' <<<"$envs")"
-IMAGE_ENV="$image_env" LOG="$tmp/proxy.log" PROXY_PORT="${proxy_port:-6380}" METRICS_PORT="${metrics_port:-9380}" \
+IMAGE_ENV="$envs" LOG="$tmp/proxy.log" PROXY_PORT="${proxy_port:-6380}" METRICS_PORT="${metrics_port:-9380}" \
   timeout 120 unshare --net --pid --fork --kill-child bash "$tmp/inside.sh" "$rootfs" "$workdir" "$entry"
 
 store="$(find "$rootfs" -name '*.db' -newer "$rootfs$entry" | sed "s|^$rootfs||")"
