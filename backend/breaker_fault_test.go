@@ -383,6 +383,50 @@ func TestBreakerBlackhole(t *testing.T) {
 	}
 }
 
+// TestOpeningEndsRoundTripJustAdmitted: the breaker opens right after it
+// admitted a worker's round trip, before anything is sent, to an upstream that
+// has stopped answering. The opening's abandon ends that round trip at once;
+// it does not wait out its deadline. (The round trip registered its cancel
+// function after the admission, and a batch admitted in that gap waited its
+// whole deadline after the opening: TestBreakerBlackhole saw a client wait
+// 995 ms with a 500 ms deadline, once in two runs of the whole suite.)
+func TestOpeningEndsRoundTripJustAdmitted(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	p := startToxiproxy(t, r.Addr)
+	const deadline = 10 * time.Second
+	up, err := New(Config{URL: "redis://" + p.Listen, Timeout: deadline, Stream: "never", Conns: 1,
+		Breaker: BreakerConfig{Failures: 1, OpenTimeout: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	w := watchBreaker(up)
+	var once sync.Once
+	up.engine(2).afterAdmit = func() {
+		once.Do(func() {
+			// Open it now; the watcher is called after abandon, in order.
+			fault(up.Breaker(), errRefused)
+			w.first(t, BreakerOpen, 5*time.Second)
+		})
+	}
+	addToxic(t, p, "hole-up", "timeout", "upstream", `{"timeout":0}`)
+	addToxic(t, p, "hole-down", "timeout", "downstream", `{"timeout":0}`)
+
+	b := batch.New()
+	b.Reset(2)
+	b.Add(args("GET", "k"), true)
+	start := time.Now()
+	up.Submit(b)
+	b.Wait()
+	waited := time.Since(start)
+	if err := b.Replies[0].Err; !errors.Is(err, context.Canceled) {
+		t.Errorf("reply %q, %v after %v: want the round trip abandoned (context.Canceled), not its deadline",
+			b.Replies[0].Raw, err, waited.Round(time.Millisecond))
+	}
+	t.Logf("returned after %v (deadline %v)", waited.Round(time.Millisecond), deadline)
+}
+
 // TestBreakerResetPeer: every connection to redis-server is reset as soon
 // as it carries data; the breaker opens, and closes once resets stop.
 func TestBreakerResetPeer(t *testing.T) {

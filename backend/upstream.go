@@ -410,6 +410,9 @@ type engine struct {
 	// cancels holds each worker's round trip in flight, so that the breaker
 	// opening can end them (see abandon).
 	cancels []atomic.Value // of context.CancelFunc (a func value: storing it does not allocate)
+	// afterAdmit, when set (by tests, before any traffic), runs in each
+	// guarded round trip right after the breaker admitted it.
+	afterAdmit func()
 
 	closeMu sync.RWMutex // protects closed against sends on a closed queue
 	closed  bool
@@ -852,6 +855,16 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, rc *raw
 	guarded := inflight != nil
 	cfg := &e.up.cfg
 	br := e.up.breaker
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	if guarded {
+		// Before the admission: the breaker can open between admit and any
+		// later point, and its abandon must then find this round trip (an
+		// earlier version stored it after admit, and a batch admitted in that
+		// gap waited out its whole deadline after the opening).
+		inflight.Store(cancel)
+		defer inflight.Store(context.CancelFunc(noop))
+	}
 	ticket, ok := br.admit()
 	if guarded && !ok {
 		for _, b := range batches {
@@ -859,11 +872,8 @@ func (e *engine) roundTrip(pipe redis.Pipeliner, batches []*batch.Batch, rc *raw
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
-	defer cancel()
-	if guarded {
-		inflight.Store(cancel)
-		defer inflight.Store(context.CancelFunc(noop))
+	if guarded && e.afterAdmit != nil {
+		e.afterAdmit()
 	}
 	readOnly := true
 	n, nargs := 0, 0
