@@ -319,6 +319,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 			mux.Handle("/", h)
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace) // go tool trace: scheduling, not only CPU
 			h = mux
 		}
 		hs = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
