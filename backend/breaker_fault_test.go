@@ -56,7 +56,7 @@ func startToxicLoad(t *testing.T, timeout time.Duration) (*toxiproxy.Proxy, *Ups
 	w := watchBreaker(up)
 	l := startLoad(up, 20)
 	t.Cleanup(l.halt)
-	eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+	testsupport.Eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
 	return p, up, w, l
 }
 
@@ -75,17 +75,6 @@ func removeToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
 	}
 }
 
-// eventually polls cond every 10 ms until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // watch records the breaker's transitions.
 type watch struct {
@@ -107,7 +96,7 @@ func watchBreaker(up *Upstream) *watch {
 func (w *watch) first(t *testing.T, to BreakerState, within time.Duration) Transition {
 	t.Helper()
 	var found Transition
-	eventually(t, within, "breaker "+to.String(), func() bool {
+	testsupport.Eventually(t, within, "breaker "+to.String(), func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		for _, tr := range w.trs {
@@ -250,7 +239,7 @@ func breakerRedisKilled(t *testing.T, stream string) {
 	w := watchBreaker(up)
 	l := startLoad(up, 20)
 	defer l.halt()
-	eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
+	testsupport.Eventually(t, 5*time.Second, "load flowing", func() bool { return l.ok.Load() >= 200 })
 
 	killed := time.Now()
 	r.Kill()
@@ -277,7 +266,7 @@ func breakerRedisKilled(t *testing.T, stream string) {
 	closed := w.first(t, BreakerClosed, 10*time.Second)
 	t.Logf("breaker closed %v after the restart", closed.At.Sub(restarted).Round(time.Millisecond))
 	ok := l.ok.Load()
-	eventually(t, 5*time.Second, "load flowing again", func() bool { return l.ok.Load() >= ok+200 })
+	testsupport.Eventually(t, 5*time.Second, "load flowing again", func() bool { return l.ok.Load() >= ok+200 })
 	l.halt()
 	st := up.Stats().Breaker
 	t.Logf("replies ok %d, unavailable %d, other %d %v; breaker %+v", l.ok.Load(), l.unavailable.Load(),
@@ -321,11 +310,11 @@ func TestStreamsNotDialedWhileOpen(t *testing.T) {
 	before := e.streams.Load()
 
 	r.Kill()
-	eventually(t, 5*time.Second, "breaker open", func() bool {
+	testsupport.Eventually(t, 5*time.Second, "breaker open", func() bool {
 		send(up.Submit)
 		return up.Breaker().State() == BreakerOpen
 	})
-	eventually(t, 5*time.Second, "streams renewed", func() bool { return e.streams.Load() != before })
+	testsupport.Eventually(t, 5*time.Second, "streams renewed", func() bool { return e.streams.Load() != before })
 	for i := range 4 { // past Submit's admission, as if admitted before the opening; both streams
 		if err := send(e.submit); err != ErrUnavailable {
 			t.Errorf("stale batch %d while open: %v", i, err)
@@ -427,6 +416,69 @@ func TestOpeningEndsRoundTripJustAdmitted(t *testing.T) {
 	t.Logf("returned after %v (deadline %v)", waited.Round(time.Millisecond), deadline)
 }
 
+// TestOpeningEndsRoundTripBlockedInRead: a round trip has sent its batch to
+// an upstream that stopped answering and waits for the replies; the breaker
+// opens (another round trip's faults, here one recorded by hand). The round
+// trip ends at once with a cancellation, not at its deadline (an hour here),
+// and its connection is not used again. Before, abandon only cancelled the
+// round trip's context, which go-redis does not look at while it reads: the
+// batch waited out its whole deadline.
+func TestOpeningEndsRoundTripBlockedInRead(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	p := startToxiproxy(t, r.Addr)
+	up, err := New(Config{URL: "redis://" + p.Listen, Timeout: time.Hour, Stream: "never", Conns: 1,
+		Breaker: BreakerConfig{Failures: 1, OpenTimeout: 50 * time.Millisecond, ProbeInterval: 10 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	w := watchBreaker(up)
+	b := batch.New()
+	send := func() {
+		b.Reset(2)
+		b.Add(args("SET", "k", "v"), false)
+		up.Submit(b)
+	}
+	send()
+	b.Wait()
+	if b.Replies[0].Err != nil {
+		t.Fatal(b.Replies[0].Err)
+	}
+	addToxic(t, p, "hole-up", "timeout", "upstream", `{"timeout":0}`)
+	addToxic(t, p, "hole-down", "timeout", "downstream", `{"timeout":0}`)
+	send()
+	e := up.engine(2)
+	testsupport.Eventually(t, 5*time.Second, "the round trip reading", func() bool { return e.pooled.reading() == 1 })
+	ended := make(chan struct{})
+	go func() { b.Wait(); close(ended) }()
+	fault(up.Breaker(), errRefused)
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second):
+		removeToxic(t, p, "hole-up") // let it end, so that Close does not wait an hour
+		removeToxic(t, p, "hole-down")
+		t.Fatal("the round trip blocked in its read did not end when the breaker opened")
+	}
+	if err := b.Replies[0].Err; !errors.Is(err, context.Canceled) {
+		t.Errorf("reply %q, %v: want the cancellation", b.Replies[0].Raw, err)
+	}
+
+	removeToxic(t, p, "hole-up")
+	removeToxic(t, p, "hole-down")
+	w.first(t, BreakerClosed, 10*time.Second)
+	for i := range 5 { // on a new connection: the abandoned one is dropped
+		send()
+		b.Wait()
+		if err := b.Replies[0].Err; err != nil {
+			t.Fatalf("batch %d after the recovery: %v", i, err)
+		}
+	}
+	if st := up.Stats().Breaker; st.Transitions[BreakerClosed][BreakerOpen] != 1 {
+		t.Errorf("breaker opened %d times", st.Transitions[BreakerClosed][BreakerOpen])
+	}
+}
+
 // TestBreakerResetPeer: every connection to redis-server is reset as soon
 // as it carries data; the breaker opens, and closes once resets stop.
 func TestBreakerResetPeer(t *testing.T) {
@@ -439,7 +491,7 @@ func TestBreakerResetPeer(t *testing.T) {
 	removeToxic(t, p, "rst")
 	w.first(t, BreakerClosed, 10*time.Second)
 	ok := l.ok.Load()
-	eventually(t, 5*time.Second, "load flowing again", func() bool { return l.ok.Load() >= ok+200 })
+	testsupport.Eventually(t, 5*time.Second, "load flowing again", func() bool { return l.ok.Load() >= ok+200 })
 }
 
 // TestBreakerLatency: latency below the upstream deadline never opens the
@@ -458,7 +510,7 @@ func TestBreakerLatency(t *testing.T) {
 		w := watchBreaker(up)
 		l := startLoad(up, 20)
 		defer l.halt()
-		eventually(t, 20*time.Second, "400 replies", func() bool { return l.ok.Load() >= 400 })
+		testsupport.Eventually(t, 20*time.Second, "400 replies", func() bool { return l.ok.Load() >= 400 })
 		l.halt()
 		st := up.Stats().Breaker
 		t.Logf("longest wait %v; breaker %+v", time.Duration(l.longest.Load()).Round(time.Millisecond), st)

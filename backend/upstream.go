@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -184,7 +185,7 @@ func (c Config) Options(proto int) (*redis.Options, error) {
 // and go-redis peeks into their sockets for pushed data, which
 // sockio.Conn.SyscallConn would hide from it for a second after each read.
 // The streams' reader reads every frame as it comes and does not peek.
-func dialUpstream(ctx context.Context, network, addr string, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
+func dialUpstream(ctx context.Context, network, addr string, timeout time.Duration, tlsCfg *tls.Config, track *connSet) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAliveConfig: net.KeepAliveConfig{
 		Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3,
 	}}
@@ -193,6 +194,9 @@ func dialUpstream(ctx context.Context, network, addr string, timeout time.Durati
 		return nil, err
 	}
 	nc = sockio.Wrap(nc)
+	if track != nil {
+		nc = track.add(nc) // under TLS: the interruption reaches the socket
+	}
 	if tlsCfg == nil {
 		return nc, nil
 	}
@@ -413,6 +417,8 @@ type engine struct {
 	// afterAdmit, when set (by tests, before any traffic), runs in each
 	// guarded round trip right after the breaker admitted it.
 	afterAdmit func()
+	// pooled is the workers' connections, for abandon.
+	pooled *connSet
 
 	closeMu sync.RWMutex // protects closed against sends on a closed queue
 	closed  bool
@@ -424,12 +430,14 @@ func newEngine(up *Upstream, opt *redis.Options) *engine {
 	popt.PipelinePoolSize = -1 // pipelined round trips use the main pool
 	tlsCfg, timeout := opt.TLSConfig, up.cfg.Timeout
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return dialUpstream(ctx, network, addr, timeout, tlsCfg)
+		return dialUpstream(ctx, network, addr, timeout, tlsCfg, nil)
 	}
-	popt.Dialer = dial
-	client := redis.NewClient(&popt)
-	e := &engine{up: up, client: client, queue: make(chan *batch.Batch, 1024),
-		token: make(chan struct{}, 1), done: make(chan struct{})}
+	e := &engine{up: up, queue: make(chan *batch.Batch, 1024),
+		token: make(chan struct{}, 1), done: make(chan struct{}), pooled: &connSet{}}
+	popt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialUpstream(ctx, network, addr, timeout, tlsCfg, e.pooled)
+	}
+	e.client = redis.NewClient(&popt)
 	e.token <- struct{}{}
 	if up.cfg.Stream != "never" {
 		sopt := *opt
@@ -1021,12 +1029,117 @@ func (r *rawCmds) reset() {
 // that a blackholed upstream does not keep batches that were already sent
 // waiting out the rest of their deadline. Their replies are the cancellation
 // (the upstream may or may not have run them); the breaker excludes it.
+// Cancelling a round trip's context stops it only before it reads: go-redis
+// does not end a read in progress when the context is cancelled, only at the
+// context's deadline. So the connections with a read in progress are
+// interrupted too (connSet.interrupt).
 func (e *engine) abandon() {
 	for i := range e.cancels {
 		if c, ok := e.cancels[i].Load().(context.CancelFunc); ok {
 			c()
 		}
 	}
+	e.pooled.interrupt()
+}
+
+// errAbandoned is the error of a read on a connection abandon interrupted;
+// it is a cancellation (errors.Is context.Canceled), which the breaker
+// excludes.
+var errAbandoned = fmt.Errorf("upstream round trip abandoned when the circuit breaker opened: %w", context.Canceled)
+
+// connSet is the open connections of an engine's pool.
+type connSet struct {
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+}
+
+func (s *connSet) add(nc net.Conn) net.Conn {
+	c := &trackedConn{Conn: nc, set: s}
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = map[*trackedConn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	return c
+}
+
+// interrupt ends the reads in progress on the set's connections, and every
+// later read and write on them: a connection whose replies were not all read
+// is of no more use, and go-redis drops a connection whose read failed.
+// Connections with no read in progress are left alone.
+func (s *connSet) interrupt() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.reading.Load() > 0 {
+			c.abandoned.Store(true)
+			c.Conn.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+}
+
+// reading counts the set's connections with a read in progress.
+func (s *connSet) reading() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if c.reading.Load() > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// trackedConn is a pooled upstream connection that knows whether a read is
+// in progress on it (see connSet.interrupt).
+type trackedConn struct {
+	net.Conn
+	set       *connSet
+	reading   atomic.Int32
+	abandoned atomic.Bool
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	c.reading.Add(1)
+	n, err := 0, errAbandoned
+	if !c.abandoned.Load() {
+		n, err = c.Conn.Read(p)
+	}
+	c.reading.Add(-1)
+	if err != nil && c.abandoned.Load() {
+		err = errAbandoned
+	}
+	return n, err
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.abandoned.Load() {
+		return 0, errAbandoned
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *trackedConn) Close() error {
+	c.set.mu.Lock()
+	delete(c.set.conns, c)
+	c.set.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// SyscallConn is the socket's, for go-redis's check of a pooled connection
+// before reuse (it looks for syscall.Conn); an abandoned connection fails
+// the check, so that go-redis drops it instead of sending on it.
+func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
+	if c.abandoned.Load() {
+		return nil, net.ErrClosed
+	}
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 func noop() {}

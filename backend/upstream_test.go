@@ -266,7 +266,7 @@ func TestCloseWhileStreaming(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 10*time.Second, "200 batches", func() bool { return done.Load() >= 200 })
+	testsupport.Eventually(t, 10*time.Second, "200 batches", func() bool { return done.Load() >= 200 })
 	closed := make(chan struct{})
 	go func() {
 		up.Close()

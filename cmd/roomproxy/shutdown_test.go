@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/roomproxy/roomproxy/internal/testsupport"
 )
 
 // TestSecondSignalExitsAtOnce (SPEC 11): after SIGTERM the proxy drains:
@@ -33,7 +34,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	ctx := context.Background()
 	blocked := make(chan error, 1)
 	go func() { blocked <- c.BLPop(ctx, 0, "shutdown:never").Err() }()
-	waitUntil(t, 10*time.Second, "the BLPOP blocked in redis-server", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "the BLPOP blocked in redis-server", func() bool {
 		info, _ := direct.Info(ctx, "clients").Result()
 		return strings.Contains(info, "blocked_clients:1\r")
 	})
@@ -43,8 +44,8 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatalf("/readyz %d before the signal", code)
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	waitUntil(t, 10*time.Second, "/readyz 503 while draining", func() bool { return httpStatus(readyz) == http.StatusServiceUnavailable })
-	waitUntil(t, 10*time.Second, "the listener refusing new clients", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "/readyz 503 while draining", func() bool { return httpStatus(readyz) == http.StatusServiceUnavailable })
+	testsupport.Eventually(t, 10*time.Second, "the listener refusing new clients", func() bool {
 		conn, err := net.DialTimeout("tcp", p.addrs["roomproxy"], time.Second)
 		if err == nil {
 			conn.Close()
@@ -72,18 +73,6 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}
 	if log := p.rest(); !strings.Contains(log, "second signal") {
 		t.Errorf("the second signal is not logged:\n%s", log)
-	}
-}
-
-// waitUntil polls cond every 20 ms until it holds, failing the test after within.
-func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package testsupport holds small helpers shared by the test packages:
-// a per-test goroutine leak check, a log sink safe for concurrent writers,
-// and commands built from strings.
+// a per-test goroutine leak check, a bounded wait for a condition, a log
+// sink safe for concurrent writers, and commands built from strings.
 package testsupport
 
 import (
@@ -27,6 +27,19 @@ func LeakCheck(t *testing.T) {
 		}
 		goleak.VerifyNone(t, before)
 	})
+}
+
+// Eventually polls cond every 10 ms until it holds, and fails the test if
+// within passes first.
+func Eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // SyncBuffer is a bytes.Buffer safe for a logger's goroutines.
