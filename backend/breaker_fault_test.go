@@ -75,7 +75,6 @@ func removeToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
 	}
 }
 
-
 // watch records the breaker's transitions.
 type watch struct {
 	mu  sync.Mutex
@@ -477,6 +476,77 @@ func TestOpeningEndsRoundTripBlockedInRead(t *testing.T) {
 	}
 	if st := up.Stats().Breaker; st.Transitions[BreakerClosed][BreakerOpen] != 1 {
 		t.Errorf("breaker opened %d times", st.Transitions[BreakerClosed][BreakerOpen])
+	}
+}
+
+// TestOpeningAbortsLaneInFlight: a BLPOP with no timeout waits on its lane
+// when the upstream stops answering and the breaker opens. The call ends at
+// once with an error (before, it waited until TCP keepalive gave up on the
+// connection, minutes later), the lane refuses its next call until it is
+// released (its connection, with any WATCH or MULTI, is gone: running the
+// rest of a transaction on a new connection would drop the WATCH), and after
+// the recovery the lane works again.
+func TestOpeningAbortsLaneInFlight(t *testing.T) {
+	leakCheck(t)
+	r := testredis.Start(t, testredis.Options{})
+	p := startToxiproxy(t, r.Addr)
+	up, err := New(Config{URL: "redis://" + p.Listen, Timeout: time.Second, MaxLanes: 1,
+		Breaker: BreakerConfig{Failures: 1, OpenTimeout: 50 * time.Millisecond, ProbeInterval: 10 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	ctx := context.Background()
+	exec := func(l *Lane, cmds ...[][]byte) []batch.Reply {
+		b := batch.New()
+		b.Reset(2)
+		for _, c := range cmds {
+			b.Add(c, false)
+		}
+		l.Exec(ctx, b)
+		return b.Replies
+	}
+	l, err := up.AcquireLane(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := exec(l, args("PING")); string(r[0].Raw) != "+PONG\r\n" {
+		t.Fatalf("PING: %q %v", r[0].Raw, r[0].Err)
+	}
+	addToxic(t, p, "hole-up", "timeout", "upstream", `{"timeout":0}`)
+	addToxic(t, p, "hole-down", "timeout", "downstream", `{"timeout":0}`)
+	replies := make(chan []batch.Reply, 1)
+	go func() { replies <- exec(l, args("BLPOP", "never", "0")) }()
+	testsupport.Eventually(t, 5*time.Second, "the BLPOP in flight", l.inExec.Load)
+	fault(up.Breaker(), errRefused)
+	select {
+	case r := <-replies:
+		if r[0].Err == nil {
+			t.Fatalf("BLPOP after the opening: %q, want an error", r[0].Raw)
+		}
+	case <-time.After(30 * time.Second):
+		removeToxic(t, p, "hole-up") // so that the test can end
+		removeToxic(t, p, "hole-down")
+		t.Fatal("the BLPOP in flight did not end when the breaker opened")
+	}
+	removeToxic(t, p, "hole-up")
+	removeToxic(t, p, "hole-down")
+	select {
+	case <-up.Breaker().Closed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the probe did not close the breaker")
+	}
+	if r := exec(l, args("PING")); r[0].Err != ErrUnavailable {
+		t.Fatalf("the aborted lane's next call before Release: %q %v, want ErrUnavailable", r[0].Raw, r[0].Err)
+	}
+	l.Release()
+	l, err = up.AcquireLane(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if r := exec(l, args("PING")); string(r[0].Raw) != "+PONG\r\n" {
+		t.Fatalf("PING on the lane after the recovery: %q %v", r[0].Raw, r[0].Err)
 	}
 }
 

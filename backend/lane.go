@@ -39,6 +39,13 @@ type Lane struct {
 	// left state on the connection (WATCH) that the refused command would
 	// have cleared, so Release drops the connection.
 	unclean bool
+	// inExec is set while an Exec may be waiting for the upstream, so that
+	// the breaker opening can abort it (abortInFlight).
+	inExec atomic.Bool
+	// lost is set by abortInFlight: the lane's connection, and any WATCH or
+	// MULTI on it, is gone, so every later Exec fails until Release, instead
+	// of running the rest of a transaction on a new connection.
+	lost atomic.Bool
 }
 
 // lanePool holds the idle lanes of one RESP version and counts the rest.
@@ -156,11 +163,14 @@ func (l *Lane) renew() {
 // Exec runs b as one pipeline on the lane. With a deadline in ctx the
 // round trip is bounded by it; without one (blocking commands) it waits until
 // the upstream answers or Abort is called. While the circuit breaker is not
-// closed every reply is ErrUnavailable and nothing is sent.
+// closed, and after its opening aborted a call on the lane (abortInFlight),
+// every reply is ErrUnavailable and nothing is sent.
 func (l *Lane) Exec(ctx context.Context, b *batch.Batch) {
 	br := l.u.breaker
+	l.inExec.Store(true) // before the admission: see engine.roundTrip
+	defer l.inExec.Store(false)
 	ticket, ok := br.admit()
-	if !ok {
+	if !ok || l.lost.Load() {
 		br.reject()
 		l.unclean = true
 		for i := range b.Replies {
@@ -213,9 +223,10 @@ func (l *Lane) Release() {
 		p.mu.Unlock()
 		return
 	}
-	if l.unclean || l.aborted.Load() {
+	if l.unclean || l.aborted.Load() || l.lost.Load() {
 		l.unclean = false
 		l.aborted.Store(false)
+		l.lost.Store(false)
 		l.Abort()
 		l.renew()
 	}
@@ -224,6 +235,25 @@ func (l *Lane) Release() {
 	select {
 	case p.free <- struct{}{}:
 	default:
+	}
+}
+
+// abortInFlight aborts the lanes with a call waiting for the upstream: the
+// breaker opened, and a blocking command with no deadline (BLPOP key 0) or a
+// transaction would otherwise wait for a blackholed upstream until TCP
+// keepalive gave up on it, minutes later. Their clients get an error now;
+// the breaker does not count it (see aborted).
+func (u *Upstream) abortInFlight() {
+	for i := range u.lanes {
+		p := &u.lanes[i]
+		p.mu.Lock()
+		for _, l := range p.all {
+			if l.inExec.Load() {
+				l.lost.Store(true)
+				l.Abort()
+			}
+		}
+		p.mu.Unlock()
 	}
 }
 

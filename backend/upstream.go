@@ -289,6 +289,7 @@ func New(cfg Config) (*Upstream, error) {
 				e.abandon()
 				e.renewStreams()
 			}
+			u.abortInFlight()
 		}
 	})
 	return u, nil
