@@ -185,6 +185,7 @@ func (c Config) Options(proto int) (*redis.Options, error) {
 // and go-redis peeks into their sockets for pushed data, which
 // sockio.Conn.SyscallConn would hide from it for a second after each read.
 // The streams' reader reads every frame as it comes and does not peek.
+// The workers' connections are added to track (see engine.abandon).
 func dialUpstream(ctx context.Context, network, addr string, timeout time.Duration, tlsCfg *tls.Config, track *connSet) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAliveConfig: net.KeepAliveConfig{
 		Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3,
