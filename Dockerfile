@@ -13,7 +13,9 @@ COPY --from=build /out/roomproxy /roomproxy
 USER nonroot:nonroot
 # Without MONGO_URL the embedded room store is a file in the working
 # directory (ROOM_STORE_PATH): nonroot's home, which it can write ("/" it
-# cannot). Mount a volume there to keep it, or set MONGO_URL as production does.
+# cannot). The base image sets it already; stated here so as not to depend on
+# that. Mount a volume there to keep the store, or set MONGO_URL as
+# production does.
 WORKDIR /home/nonroot
 # In a container the proxy listens on all interfaces, so PROXY_PASSWORD is required.
 ENV PROXY_ADDR=0.0.0.0:6380 METRICS_ADDR=0.0.0.0:9380 LOG_FORMAT=json

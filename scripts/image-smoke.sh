@@ -35,7 +35,9 @@ envs="$(printf '%s' "$final" | awk '$1=="ENV"{$1=""; print}')"
 entry="$(printf '%s' "$final" | sed -n 's/^ENTRYPOINT \["\([^"]*\)"\]$/\1/p')"
 [ -n "$build" ] && [ -n "$user" ] && [ -n "$entry" ] || { echo "image-smoke: could not read the Dockerfile" >&2; exit 2; }
 [ "$user" = "nonroot:nonroot" ] || { echo "image-smoke: USER $user: this script knows only nonroot:nonroot" >&2; exit 2; }
-workdir="${workdir:-/}"
+# Without a WORKDIR of its own the image keeps its base's: distroless's
+# nonroot images set /home/nonroot (GoogleContainerTools/distroless#718).
+workdir="${workdir:-/home/nonroot}"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/roomproxy-image.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
