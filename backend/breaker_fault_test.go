@@ -497,15 +497,7 @@ func TestOpeningAbortsLaneInFlight(t *testing.T) {
 	}
 	defer up.Close()
 	ctx := context.Background()
-	exec := func(l *Lane, cmds ...[][]byte) []batch.Reply {
-		b := batch.New()
-		b.Reset(2)
-		for _, c := range cmds {
-			b.Add(c, false)
-		}
-		l.Exec(ctx, b)
-		return b.Replies
-	}
+	exec := func(l *Lane, cmds ...[][]byte) []batch.Reply { return laneExec(ctx, l, cmds...) }
 	l, err := up.AcquireLane(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -884,6 +876,17 @@ func TestBreakerLaneLeavesNoWatch(t *testing.T) {
 	}
 }
 
+// laneExec runs cmds as one batch on the lane and returns their replies.
+func laneExec(ctx context.Context, l *Lane, cmds ...[][]byte) []batch.Reply {
+	b := batch.New()
+	b.Reset(2)
+	for _, c := range cmds {
+		b.Add(c, false)
+	}
+	l.Exec(ctx, b)
+	return b.Replies
+}
+
 // laneLeavesNoWatch is TestBreakerLaneLeavesNoWatch over plain TCP or TLS
 // (Upstash): go-redis peeks at a plain TCP connection before reusing it, and
 // so noticed the lane's closed socket by itself, but it cannot look into a
@@ -897,15 +900,7 @@ func laneLeavesNoWatch(t *testing.T, tls bool) {
 	}
 	defer up.Close()
 	ctx := context.Background()
-	exec := func(l *Lane, cmds ...[][]byte) []batch.Reply {
-		b := batch.New()
-		b.Reset(2)
-		for _, c := range cmds {
-			b.Add(c, false)
-		}
-		l.Exec(ctx, b)
-		return b.Replies
-	}
+	exec := func(l *Lane, cmds ...[][]byte) []batch.Reply { return laneExec(ctx, l, cmds...) }
 	l, err := up.AcquireLane(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
