@@ -876,6 +876,19 @@ func TestBreakerLaneLeavesNoWatch(t *testing.T) {
 	}
 }
 
+// reading counts the set's connections with a read in progress.
+func (s *connSet) reading() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if c.reading.Load() > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // laneExec runs cmds as one batch on the lane and returns their replies.
 func laneExec(ctx context.Context, l *Lane, cmds ...[][]byte) []batch.Reply {
 	b := batch.New()

@@ -1081,19 +1081,6 @@ func (s *connSet) interrupt() {
 	}
 }
 
-// reading counts the set's connections with a read in progress.
-func (s *connSet) reading() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for c := range s.conns {
-		if c.reading.Load() > 0 {
-			n++
-		}
-	}
-	return n
-}
-
 // trackedConn is a pooled upstream connection that knows whether a read is
 // in progress on it (see connSet.interrupt).
 type trackedConn struct {
