@@ -59,19 +59,21 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}
 
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	exited := make(chan error, 1)
-	go func() { exited <- p.cmd.Wait() }()
-	var err error
+	// The log up to the process's exit (its stderr closes), before Wait:
+	// Wait closes the pipe, and a line not read yet would be lost.
+	logged := make(chan string, 1)
+	go func() { logged <- p.rest() }()
+	var log string
 	select {
-	case err = <-exited:
+	case log = <-logged:
 	case <-time.After(10 * time.Second):
 		t.Fatal("still running 10 s after the second SIGTERM (SHUTDOWN_TIMEOUT 60 s)")
 	}
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+	if err := p.cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Errorf("exit after the second signal: %v, want status 1", err)
 	}
-	if log := p.rest(); !strings.Contains(log, "second signal") {
+	if !strings.Contains(log, "second signal") {
 		t.Errorf("the second signal is not logged:\n%s", log)
 	}
 }
