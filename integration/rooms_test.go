@@ -304,6 +304,24 @@ func TestRoomsInTransactionsAndScripts(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "EXECABORT") {
 		t.Fatalf("a status change inside MULTI: %v", err)
 	}
+	// A command that writes a state key together with other keys is refused
+	// with a reason naming it, inside MULTI and outside.
+	multi := func(cmd string) string {
+		return "-ERR " + cmd + " writes a room's state key (room:<id>) together with other keys; write the state key with a command of its own\r\n"
+	}
+	rc := dialRaw(t, p.Addr)
+	rc.Send(encode("MULTI") + encode("RENAME", "room:tx:turn", "room:tx") + encode("DISCARD"))
+	for i, want := range []string{"+OK\r\n", multi("RENAME"), "+OK\r\n"} {
+		if got := rc.MustReply(); got != want {
+			t.Fatalf("MULTI reply %d: %q, want %q", i, got, want)
+		}
+	}
+	if got := rc.Do("COPY", "room:tx:turn", "room:tx", "REPLACE"); got != multi("COPY") {
+		t.Fatalf("COPY onto a state key: %q", got)
+	}
+	if got := rc.Do("MSET", "room:tx", `{"status":"active"}`, "room:tx:x", "1"); got != multi("MSET") {
+		t.Fatalf("MSET with a state key: %q", got)
+	}
 	if err := c.Eval(ctx, "return redis.call('SET', KEYS[1], ARGV[1])", []string{"room:tx:score"}, "7").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -405,6 +423,13 @@ func roomTooLarge(t *testing.T, p *proxyUnderTest, r *testredis.Server, store *f
 	})
 	if err == nil || !strings.Contains(err.Error(), "EXECABORT") {
 		t.Fatalf("MULTI with a write past the limit: %v", err)
+	}
+	rc := dialRaw(t, p.Addr) // the queued write's own reply says why
+	rc.Send(encode("MULTI") + encode("RPUSH", "room:big:list", strings.Repeat("z", 600<<10)) + encode("DISCARD"))
+	for i, want := range []string{"+OK\r\n", "-ERR room document too large\r\n", "+OK\r\n"} {
+		if got := rc.MustReply(); got != want {
+			t.Fatalf("MULTI reply %d: %q, want %q", i, got, want)
+		}
 	}
 	// Small writes still fit.
 	if err := c.HSet(ctx, "room:big:h", "f", "small").Err(); err != nil {

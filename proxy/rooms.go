@@ -22,6 +22,15 @@ func (s *session) touchesRoom(sp *Spec, args [][]byte) bool {
 	return found
 }
 
+// planError is the error reply (without its "-" and line end) for a room
+// write that Plan refused.
+func planError(err error) string {
+	if errors.Is(err, rooms.ErrStore) {
+		return "TRYAGAIN room store unavailable: the write was not applied"
+	}
+	return "ERR " + err.Error()
+}
+
 // roomWrite carries a write to room keys: a state write is forwarded with the
 // room's TTL and key index in the same pipeline; a lifecycle write is made
 // durable in the room store first, and only then forwarded.
@@ -34,12 +43,8 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 	ctx, cancel := s.upstreamCtx()
 	p, err := m.Plan(ctx, name, args, sp.keys(args))
 	cancel()
-	switch {
-	case errors.Is(err, rooms.ErrStore):
-		s.err("TRYAGAIN room store unavailable: the write was not applied")
-		return
-	case err != nil:
-		s.err("ERR " + err.Error())
+	if err != nil {
+		s.err(planError(err))
 		return
 	}
 	down := m.Degradable() && s.roomDegraded(sp, args)

@@ -113,7 +113,12 @@ func (s *session) queue(sp *Spec, args [][]byte) {
 		ctx, cancel := s.upstreamCtx()
 		p, err := s.srv.cfg.Rooms.Plan(ctx, sp.Name, args, sp.keys(args))
 		cancel()
-		if err != nil || p.Lifecycle {
+		if err != nil {
+			s.tx.dirty = true
+			s.err(planError(err))
+			return
+		}
+		if p.Lifecycle {
 			// Written through, a lifecycle write must reach MongoDB before
 			// Redis; inside a transaction it cannot.
 			s.tx.dirty = true
