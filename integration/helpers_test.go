@@ -30,13 +30,13 @@ type proxyUnderTest struct {
 	Up   *backend.Upstream
 }
 
-func startProxy(t *testing.T, bcfg backend.Config, pcfg proxy.Config) *proxyUnderTest {
+func startProxy(t testing.TB, bcfg backend.Config, pcfg proxy.Config) *proxyUnderTest {
 	return startProxyWith(t, bcfg, func(*backend.Upstream) proxy.Config { return pcfg })
 }
 
 // startProxyWith builds the proxy's configuration once the upstream exists
 // (the room manager needs it).
-func startProxyWith(t *testing.T, bcfg backend.Config, mk func(*backend.Upstream) proxy.Config) *proxyUnderTest {
+func startProxyWith(t testing.TB, bcfg backend.Config, mk func(*backend.Upstream) proxy.Config) *proxyUnderTest {
 	t.Helper()
 	if bcfg.Timeout == 0 {
 		bcfg.Timeout = 2 * time.Second
