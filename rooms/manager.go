@@ -129,11 +129,17 @@ local function regof(idx) return 'roomproxy:ttl:' .. string.sub(idx, 16) end
 // durable: nothing was written to Redis either.
 var ErrStore = errors.New("room store unavailable: the write was not applied")
 
-// ErrMultiStateKeys refuses a command that writes a room's state key
+// MultiStateKeysError refuses a command that writes a room's state key
 // together with other keys (MSET, RENAME, COPY, SMOVE, ...): each state
-// change is written through on its own. Plan's error names the command in
-// front of it.
-var ErrMultiStateKeys = errors.New("writes a room's state key (room:<id>) together with other keys; write the state key with a command of its own")
+// change is written through on its own.
+type MultiStateKeysError struct {
+	Command string // upper case
+	Prefix  string // the rooms' key prefix (ROOM_KEY_PREFIX)
+}
+
+func (e *MultiStateKeysError) Error() string {
+	return e.Command + " writes a room's state key (" + e.Prefix + "<id>) together with other keys; write the state key with a command of its own"
+}
 
 // ErrMultiRooms refuses a DEL of keys of several rooms at once: each room's
 // stored document is updated on its own.
@@ -385,7 +391,7 @@ func (m *Manager) Plan(ctx context.Context, name string, args [][]byte, keys [][
 		}
 	}
 	if stateKeys > 0 && len(keys) > 1 && name != "del" && name != "unlink" {
-		return Plan{}, fmt.Errorf("%s %w", strings.ToUpper(name), ErrMultiStateKeys)
+		return Plan{}, &MultiStateKeysError{Command: strings.ToUpper(name), Prefix: m.Rules.Prefix}
 	}
 	if name == "del" || name == "unlink" || (name == "getdel" && stateKeys == 0) {
 		// Deleting room keys changes the stored room: the store forgets them

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -78,6 +79,21 @@ func TestPlan(t *testing.T) {
 	}
 	if p, _ := m.Plan(ctx, "del", args("DEL", "room:a"), [][]byte{[]byte("room:a")}); !p.Lifecycle {
 		t.Error("deleting the state key is a lifecycle write")
+	}
+}
+
+// TestMultiStateKeysNamesCommandAndPrefix: the refusal of a command that
+// writes a state key with other keys names the command and the prefix the
+// rooms use.
+func TestMultiStateKeysNamesCommandAndPrefix(t *testing.T) {
+	m := newManager(t)
+	m.Rules.Prefix = "game:"
+	_, err := m.Plan(context.Background(), "rename", args("RENAME", "game:x:n", "game:x"),
+		[][]byte{[]byte("game:x:n"), []byte("game:x")})
+	want := "RENAME writes a room's state key (game:<id>) together with other keys; write the state key with a command of its own"
+	var me *MultiStateKeysError
+	if !errors.As(err, &me) || err.Error() != want {
+		t.Fatalf("Plan: %v, want %q", err, want)
 	}
 }
 
