@@ -177,7 +177,7 @@ log "twemproxy (nutcracker) pid $TW_PID on 127.0.0.1:$TW_PORT"
 
 # roomproxy
 RP_PORT=$(free_port)
-"${SERVER_CPU[@]}" "$RP_BIN" -proxy-addr "127.0.0.1:$RP_PORT" -metrics-addr "" \
+ROOM_STORE_PATH="$TMP/rooms.db" "${SERVER_CPU[@]}" "$RP_BIN" -proxy-addr "127.0.0.1:$RP_PORT" -metrics-addr "" \
   -redis-url "redis://127.0.0.1:$UP_PORT" -log-level warn -shutdown-timeout 3s \
   >"$TMP/roomproxy.log" 2>&1 &
 RP_PID=$!
