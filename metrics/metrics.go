@@ -19,7 +19,7 @@ const namespace = "roomproxy"
 var durationBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
 // rejectReasons is the closed set of reasons for refused input.
-var rejectReasons = []string{"protocol", "request_size", "timeout", "slow_consumer", "max_clients", "auth", "unknown_command"}
+var rejectReasons = []string{"protocol", "request_size", "timeout", "slow_consumer", "max_clients", "auth", "unknown_command", "tls"}
 
 // Metrics holds roomproxy's Prometheus collectors, registered into the
 // registry given to New. It implements proxy.Observer.

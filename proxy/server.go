@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -74,7 +75,8 @@ type Observer interface {
 	ConnOpened()
 	ConnClosed()
 	// Rejected counts refused input by reason: "protocol", "request_size",
-	// "timeout", "slow_consumer", "max_clients", "auth", "unknown_command".
+	// "timeout", "slow_consumer", "max_clients", "auth", "unknown_command",
+	// "tls".
 	Rejected(reason string)
 	Panic()
 }
@@ -144,6 +146,11 @@ type Config struct {
 	// DisableScripts refuses EVAL, EVALSHA, SCRIPT, FCALL and FUNCTION with
 	// -NOPERM (SCRIPTS_ENABLED=false).
 	DisableScripts bool
+	// TLS, when set, makes every connection a TLS server connection
+	// (PROXY_TLS_CERT): no plaintext is served. The handshake must finish
+	// within Limits.FrameTimeout; a failed one closes the connection and
+	// counts as rejected input ("tls").
+	TLS *tls.Config
 
 	ordinaryReads bool // tests: sessions never use serveRaw
 }
@@ -245,10 +252,15 @@ func (s *Server) accept(nc net.Conn) {
 		s.mu.Unlock()
 		s.refused.Add(1)
 		s.obs.Rejected("max_clients")
-		nc.SetWriteDeadline(time.Now().Add(time.Second))
-		nc.Write([]byte("-ERR max number of clients reached\r\n"))
+		if s.cfg.TLS == nil { // a TLS client could not read it before a handshake, which the accept loop does not wait for
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			nc.Write([]byte("-ERR max number of clients reached\r\n"))
+		}
 		nc.Close()
 		return
+	}
+	if s.cfg.TLS != nil {
+		nc = tls.Server(nc, s.cfg.TLS) // the handshake runs in the session's goroutine
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &session{

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -102,6 +103,15 @@ type session struct {
 
 func (s *session) authenticated() bool { return s.authed }
 
+// handshake runs a TLS client's handshake, bounded by the frame deadline
+// (a client that connects and stays silent cannot hold it longer) and ended
+// by Shutdown's nudge or Close.
+func (s *session) handshake(tc *tls.Conn) error {
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.lim.FrameTimeout)
+	defer cancel()
+	return tc.HandshakeContext(ctx)
+}
+
 // serve runs the connection until the client leaves, sends bad input, or the
 // server drains.
 func (s *session) serve() {
@@ -112,6 +122,13 @@ func (s *session) serve() {
 		}
 		s.close()
 	}()
+	if tc, ok := s.nc.(*tls.Conn); ok {
+		if err := s.handshake(tc); err != nil {
+			s.srv.obs.Rejected("tls")
+			s.srv.log.Debug("client TLS handshake failed", "client", s.addr, "err", err)
+			return
+		}
+	}
 	var handoff [][][]byte // a batch serveRaw could not run
 	if rc := s.rawConn(); rc != nil {
 		var err error

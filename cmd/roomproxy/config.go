@@ -1,12 +1,15 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +22,9 @@ import (
 type config struct {
 	ProxyAddr       string
 	ProxyPassword   string
+	ProxyTLSCert    string
+	ProxyTLSKey     string
+	ProxyTLSCA      string
 	RedisURL        string
 	RedisTLSCA      string
 	RedisMaxRetries int
@@ -150,6 +156,9 @@ func settings(c *config) []setting {
 	return []setting{
 		{"PROXY_ADDR", "127.0.0.1:6380", "address clients connect to", str(&c.ProxyAddr)},
 		{"PROXY_PASSWORD", "", "password clients must give with AUTH or HELLO (empty: no AUTH; loopback only)", str(&c.ProxyPassword)},
+		{"PROXY_TLS_CERT", "", "PEM certificate (chain) of a TLS listener for clients; set, PROXY_ADDR speaks TLS 1.2+ only", str(&c.ProxyTLSCert)},
+		{"PROXY_TLS_KEY", "", "PEM private key of PROXY_TLS_CERT", str(&c.ProxyTLSKey)},
+		{"PROXY_TLS_CLIENT_CA", "", "PEM CA bundle; set, clients must present a certificate it signed", str(&c.ProxyTLSCA)},
 		{"REDIS_URL", "", "upstream: rediss://user:pass@host:port (Upstash) or redis://host:port; empty: embedded in-process Redis", str(&c.RedisURL)},
 		{"REDIS_TLS_CA", "", "extra PEM CA bundle trusted for the upstream's certificate", str(&c.RedisTLSCA)},
 		{"REDIS_MAX_RETRIES", "10", "retries of a read-only upstream round trip after a connection failure", num(&c.RedisMaxRetries, 0)},
@@ -248,6 +257,12 @@ func (c *config) validate() error {
 	if c.ProxyPassword == "" && !isLoopback(host) {
 		return errors.New("PROXY_ADDR: refusing to listen on a non-loopback address without PROXY_PASSWORD")
 	}
+	if (c.ProxyTLSCert == "") != (c.ProxyTLSKey == "") {
+		return errors.New("PROXY_TLS_CERT and PROXY_TLS_KEY: set both or neither")
+	}
+	if c.ProxyTLSCA != "" && c.ProxyTLSCert == "" {
+		return errors.New("PROXY_TLS_CLIENT_CA: needs PROXY_TLS_CERT and PROXY_TLS_KEY (client certificates are checked by the TLS listener)")
+	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			return fmt.Errorf("METRICS_ADDR: %w", err)
@@ -280,4 +295,29 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// clientTLS is the TLS configuration of the client listener, or nil without
+// PROXY_TLS_CERT.
+func (c *config) clientTLS() (*tls.Config, error) {
+	if c.ProxyTLSCert == "" {
+		return nil, nil
+	}
+	crt, err := tls.LoadX509KeyPair(c.ProxyTLSCert, c.ProxyTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("PROXY_TLS_CERT / PROXY_TLS_KEY: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{crt}, MinVersion: tls.VersionTLS12}
+	if c.ProxyTLSCA != "" {
+		pemBytes, err := os.ReadFile(c.ProxyTLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("PROXY_TLS_CLIENT_CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, errors.New("PROXY_TLS_CLIENT_CA: no PEM certificate found")
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }

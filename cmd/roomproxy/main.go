@@ -146,6 +146,10 @@ func newLogger(cfg *config, w io.Writer) *slog.Logger {
 }
 
 func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- string) error {
+	clientTLS, err := cfg.clientTLS() // before anything starts: a bad certificate stops startup
+	if err != nil {
+		return err
+	}
 	redisURL := cfg.RedisURL
 	if redisURL == "" {
 		emb, err := backend.StartEmbedded()
@@ -222,6 +226,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		Rooms:          roomMgr,
 		Password:       cfg.ProxyPassword,
 		DisableScripts: !cfg.ScriptsEnabled,
+		TLS:            clientTLS,
 		Logger:         log,
 		Observer:       m,
 		Limits: proxy.Limits{
@@ -337,7 +342,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		expireCompleted(warmCtx, store, cfg.MongoRetention, log)
 	}()
 	defer func() { stopWarm(); <-warmed }()
-	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", cfg.ProxyPassword != "", "version", proxy.Version)
+	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", cfg.ProxyPassword != "", "tls", clientTLS != nil, "client_certs", cfg.ProxyTLSCA != "", "version", proxy.Version)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
+	"github.com/roomproxy/roomproxy/internal/testredis"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,13 +20,15 @@ import (
 
 func TestConfigErrorsNameTheVariable(t *testing.T) {
 	cases := map[string]map[string]string{
-		"REDIS_TIMEOUT_MS":  {"REDIS_TIMEOUT_MS": "soon"},
-		"MAX_CLIENTS":       {"MAX_CLIENTS": "0"},
-		"PROXY_ADDR":        {"PROXY_ADDR": "0.0.0.0:6380"}, // no password on a public address
-		"REDIS_URL":         {"REDIS_URL": "http://example:1"},
-		"LOG_LEVEL":         {"LOG_LEVEL": "loud"},
-		"SHUTDOWN_TIMEOUT":  {"SHUTDOWN_TIMEOUT": "-5s"},
-		"MAX_REQUEST_BYTES": {"MAX_REQUEST_BYTES": "12"},
+		"REDIS_TIMEOUT_MS":                 {"REDIS_TIMEOUT_MS": "soon"},
+		"MAX_CLIENTS":                      {"MAX_CLIENTS": "0"},
+		"PROXY_ADDR":                       {"PROXY_ADDR": "0.0.0.0:6380"}, // no password on a public address
+		"REDIS_URL":                        {"REDIS_URL": "http://example:1"},
+		"LOG_LEVEL":                        {"LOG_LEVEL": "loud"},
+		"SHUTDOWN_TIMEOUT":                 {"SHUTDOWN_TIMEOUT": "-5s"},
+		"MAX_REQUEST_BYTES":                {"MAX_REQUEST_BYTES": "12"},
+		"PROXY_TLS_CERT and PROXY_TLS_KEY": {"PROXY_TLS_CERT": "server.crt"},
+		"PROXY_TLS_CLIENT_CA":              {"PROXY_TLS_CLIENT_CA": "ca.crt"},
 	}
 	for name, env := range cases {
 		_, err := loadConfig(nil, func(k string) string { return env[k] }, io.Discard)
@@ -32,6 +39,21 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	_, err := loadConfig([]string{"-max-pipeline", "x"}, func(string) string { return "" }, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "MAX_PIPELINE") {
 		t.Errorf("flag error = %v, want one naming MAX_PIPELINE", err)
+	}
+	// Certificate files are read before anything starts.
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "x.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	for name, c := range map[string]*config{
+		"PROXY_TLS_CERT / PROXY_TLS_KEY": {ProxyTLSCert: filepath.Join(dir, "missing.crt"), ProxyTLSKey: notPEM},
+		"PROXY_TLS_CLIENT_CA":            {ProxyTLSCert: "", ProxyTLSCA: notPEM},
+	} {
+		if name == "PROXY_TLS_CLIENT_CA" {
+			c.ProxyTLSCert, c.ProxyTLSKey = writeTestCert(t, dir)
+		}
+		if _, err := c.clientTLS(); err == nil || !strings.HasPrefix(err.Error(), name+":") {
+			t.Errorf("clientTLS with %+v: %v, want an error naming %s", c, err, name)
+		}
 	}
 }
 
@@ -126,5 +148,62 @@ func TestZeroConfiguration(t *testing.T) {
 	p.rest()
 	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}
+
+// writeTestCert writes a CA and a certificate it signed for localhost and
+// 127.0.0.1 (good for a server and a client) into dir, and returns the
+// certificate's and its key's files; the CA is dir/ca.crt.
+func writeTestCert(t *testing.T, dir string) (crtFile, keyFile string) {
+	ca, caKey := testredis.NewCA(t)
+	der, key := testredis.Issue(t, ca, caKey, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	crtFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	for path, b := range map[string][]byte{
+		filepath.Join(dir, "ca.crt"): pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}),
+		crtFile:                      pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyFile:                      key,
+	} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return crtFile, keyFile
+}
+
+// TestTLSListenerWithRedisCLI: PROXY_TLS_CERT and PROXY_TLS_KEY make
+// PROXY_ADDR a TLS listener that redis-cli --tls uses unchanged; with
+// PROXY_TLS_CLIENT_CA a client must present a certificate the CA signed,
+// and a plaintext client gets nothing.
+func TestTLSListenerWithRedisCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	crt, key := writeTestCert(t, dir)
+	caFile := filepath.Join(dir, "ca.crt")
+	p := startBinary(t, "PROXY_TLS_CERT="+crt, "PROXY_TLS_KEY="+key, "PROXY_TLS_CLIENT_CA="+caFile)
+	if log := strings.Join(p.log, "\n"); !strings.Contains(log, "tls=true") || !strings.Contains(log, "client_certs=true") {
+		t.Errorf("the listening line should say TLS and client certificates are on:\n%s", log)
+	}
+	_, port, _ := strings.Cut(p.addrs["roomproxy"], ":")
+	cli := func(extra ...string) (string, error) {
+		args := append([]string{"-h", "127.0.0.1", "-p", port}, extra...)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	tlsArgs := []string{"--tls", "--cacert", caFile, "--cert", crt, "--key", key}
+	if out, err := cli(append(tlsArgs, "SET", "room:tls", `{"status":"waiting"}`)...); err != nil || out != "OK" {
+		t.Fatalf("redis-cli --tls SET: %q, %v", out, err)
+	}
+	if out, err := cli(append(tlsArgs, "GET", "room:tls")...); err != nil || out != `{"status":"waiting"}` {
+		t.Fatalf("redis-cli --tls GET: %q, %v", out, err)
+	}
+	if out, err := cli("--tls", "--cacert", caFile, "PING"); out == "PONG" || err == nil {
+		t.Fatalf("a client without a certificate: %q, %v; want refused", out, err)
+	}
+	if out, err := cli("PING"); out == "PONG" || err == nil {
+		t.Fatalf("a plaintext client: %q, %v; want refused", out, err)
 	}
 }

@@ -193,8 +193,8 @@ func NewCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
 	return ca, key
 }
 
-// Issue signs a server certificate; it returns the DER certificate and the
-// PEM private key.
+// Issue signs a certificate good for a server and for a client (TLS client
+// authentication); it returns the DER certificate and the PEM private key.
 func Issue(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, names []string, ips []net.IP) ([]byte, []byte) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -204,7 +204,7 @@ func Issue(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, names []
 		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "redis"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		DNSNames: names, IPAddresses: ips,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
