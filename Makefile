@@ -46,11 +46,12 @@ lint: vet
 	$(GO) run $(STATICCHECK) ./...
 
 # Fuzz the protocol edge for a bounded number of executions, one target at a
-# time (about 60 s for FuzzCommandPath, 10 s for each policy target and 20 s
-# for FuzzRoomPath, which needs redis-server, here).
+# time (about 60 s for FuzzCommandPath, 10 s for each policy target, 5 s for
+# acl's FuzzMatch and 20 s for FuzzRoomPath, which needs redis-server, here).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCommandPath$$' -fuzztime $(FUZZ_EXECS) -timeout 10m ./proxy
 	$(GO) test -run '^$$' -fuzz '^FuzzRoomPath$$' -fuzztime 50000x -timeout 5m ./integration
+	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime 300000x -timeout 5m ./acl
 	$(GO) test -run '^$$' -fuzz '^FuzzRoomOf$$' -fuzztime 500000x -timeout 5m ./policy
 	$(GO) test -run '^$$' -fuzz '^FuzzStateFromJSON$$' -fuzztime 500000x -timeout 5m ./policy
 

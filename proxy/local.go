@@ -62,7 +62,7 @@ func cmdReset(s *session, _ [][]byte) {
 	s.name = ""
 	s.replyMode = replyOn
 	s.noEvict, s.noTouch = false, false
-	s.authed = !s.srv.authRequired()
+	s.authed, s.user = !s.srv.authRequired(), s.srv.defaultUser()
 	s.simple("RESET")
 }
 
@@ -78,9 +78,17 @@ func cmdSelect(s *session, args [][]byte) {
 	}
 }
 
-// checkPassword compares in constant time. Only the "default" user exists
-// until an ACL file is configured.
+// checkPassword compares in constant time. Without an ACL file only the
+// "default" user exists; with one, the user it names becomes the
+// connection's.
 func (s *session) checkPassword(user, pass []byte) bool {
+	if users := s.srv.cfg.Users; users != nil {
+		u := users.Authenticate(user, pass)
+		if u != nil {
+			s.user = u
+		}
+		return u != nil
+	}
 	if !s.srv.authRequired() {
 		return true
 	}
@@ -255,7 +263,11 @@ func (s *session) clientInfo() []byte {
 	b.WriteString(" age=" + strconv.FormatInt(int64(now.Sub(s.created).Seconds()), 10))
 	b.WriteString(" idle=" + strconv.FormatInt(int64(idle.Seconds()), 10))
 	b.WriteString(" flags=" + flags + " db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info")
-	b.WriteString(" user=default redir=-1 resp=" + strconv.Itoa(s.proto))
+	user := "default"
+	if s.user != nil {
+		user = s.user.Name
+	}
+	b.WriteString(" user=" + user + " redir=-1 resp=" + strconv.Itoa(s.proto))
 	b.WriteString(" lib-name=" + s.libName + " lib-ver=" + s.libVer + "\n")
 	return b.Bytes()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/roomproxy/roomproxy/acl"
 	"log/slog"
 	"net"
 	"os"
@@ -136,6 +137,10 @@ func (l *Limits) withDefaults() Limits {
 // limits, no metrics, logs discarded.
 type Config struct {
 	Password string // PROXY_PASSWORD; empty means AUTH is not required
+	// Users, when set, are the users of PROXY_ACL_FILE (instead of Password):
+	// AUTH and HELLO AUTH pick one, and every command, key and channel a
+	// client uses is checked against its rules (see permitted).
+	Users    *acl.Set
 	Limits   Limits
 	Logger   *slog.Logger
 	Observer Observer
@@ -200,10 +205,28 @@ func New(up Upstream, cfg Config) *Server {
 			sp.Flags = sp.Flags&^(FlagForward|FlagLocal) | FlagDenied
 		}
 	})
+	if cfg.Users != nil {
+		var cmds []acl.Command
+		s.table.walk(func(sp *Spec) { cmds = append(cmds, acl.Command{Name: sp.Name, Categories: sp.Categories}) })
+		for _, r := range cfg.Users.Compile(cmds) {
+			s.log.Warn("ACL rule names no command or category roomproxy knows", "rule", r)
+		}
+	}
 	return s
 }
 
-func (s *Server) authRequired() bool { return s.cfg.Password != "" }
+func (s *Server) authRequired() bool {
+	return s.cfg.Password != "" || (s.cfg.Users != nil && s.cfg.Users.Default() == nil)
+}
+
+// defaultUser is the user a new or reset connection is: the ACL file's open
+// "default" user, or nil (no ACL file, or AUTH needed first).
+func (s *Server) defaultUser() *acl.User {
+	if s.cfg.Users == nil {
+		return nil
+	}
+	return s.cfg.Users.Default()
+}
 
 // Table is the server's command table.
 func (s *Server) Table() *Table { return s.table }
@@ -266,7 +289,7 @@ func (s *Server) accept(nc net.Conn) {
 	sess := &session{
 		srv: s, nc: nc, ctx: ctx, stop: cancel,
 		id: s.nextID.Add(1), addr: nc.RemoteAddr().String(), laddr: nc.LocalAddr().String(),
-		created: time.Now(), proto: 2, authed: !s.authRequired(),
+		created: time.Now(), proto: 2, authed: !s.authRequired(), user: s.defaultUser(),
 		batch: batch.New(),
 	}
 	sess.lastCmd.Store(sess.created.UnixNano())

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/roomproxy/roomproxy/acl"
 	"net"
 	"os"
 	"runtime/debug"
@@ -57,6 +58,7 @@ type session struct {
 	created   time.Time
 	proto     int
 	authed    bool
+	user      *acl.User // with an ACL file: whose rules apply (nil until AUTH, or without a file)
 	name      string
 	libName   string
 	libVer    string
@@ -474,6 +476,10 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 	switch {
 	case !s.authed && f&FlagNoAuth == 0:
 		s.err("NOAUTH Authentication required.")
+	case s.user != nil && f&FlagNoAuth == 0 && !s.permitted(sp, args):
+		if s.tx.active {
+			s.tx.dirty = true // Redis discards a transaction with a refused command
+		}
 	case s.proto == 2 && s.sub != nil && s.subscribed() > 0 && !subscriberModeAllows(sp.Name):
 		s.err("ERR Can't execute '" + sp.fullName() + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 	case s.tx.active && f&FlagTx == 0:

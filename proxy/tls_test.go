@@ -47,7 +47,9 @@ func newTestCerts(t *testing.T) testCerts {
 	return testCerts{pool: pool, cert: crt}
 }
 
-func pemCert(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}) }
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
 
 // tlsPing dials addr with cfg, sends PING and returns the reply, or the
 // first error of the handshake, the write or the read.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/roomproxy/roomproxy/acl"
 	"io"
 	"net"
 	"net/url"
@@ -25,6 +26,8 @@ type config struct {
 	ProxyTLSCert    string
 	ProxyTLSKey     string
 	ProxyTLSCA      string
+	ProxyACLFile    string
+	users           *acl.Set // PROXY_ACL_FILE's, read by validate
 	RedisURL        string
 	RedisTLSCA      string
 	RedisMaxRetries int
@@ -156,6 +159,7 @@ func settings(c *config) []setting {
 	return []setting{
 		{"PROXY_ADDR", "127.0.0.1:6380", "address clients connect to", str(&c.ProxyAddr)},
 		{"PROXY_PASSWORD", "", "password clients must give with AUTH or HELLO (empty: no AUTH; loopback only)", str(&c.ProxyPassword)},
+		{"PROXY_ACL_FILE", "", "users file in a subset of Redis ACL syntax (user NAME on >password ~room:* +@read +@write -@dangerous); instead of PROXY_PASSWORD", str(&c.ProxyACLFile)},
 		{"PROXY_TLS_CERT", "", "PEM certificate (chain) of a TLS listener for clients; set, PROXY_ADDR speaks TLS 1.2+ only", str(&c.ProxyTLSCert)},
 		{"PROXY_TLS_KEY", "", "PEM private key of PROXY_TLS_CERT", str(&c.ProxyTLSKey)},
 		{"PROXY_TLS_CLIENT_CA", "", "PEM CA bundle; set, clients must present a certificate it signed", str(&c.ProxyTLSCA)},
@@ -254,8 +258,17 @@ func (c *config) validate() error {
 	if err != nil {
 		return fmt.Errorf("PROXY_ADDR: %w", err)
 	}
-	if c.ProxyPassword == "" && !isLoopback(host) {
-		return errors.New("PROXY_ADDR: refusing to listen on a non-loopback address without PROXY_PASSWORD")
+	if c.ProxyACLFile != "" {
+		if c.ProxyPassword != "" {
+			return errors.New("PROXY_ACL_FILE: set either PROXY_PASSWORD or PROXY_ACL_FILE (give the default user a password in the file)")
+		}
+		if c.users, err = acl.ParseFile(c.ProxyACLFile); err != nil {
+			return fmt.Errorf("PROXY_ACL_FILE: %w", err)
+		}
+	}
+	open := c.ProxyPassword == "" && (c.users == nil || c.users.Default() != nil)
+	if open && !isLoopback(host) {
+		return errors.New("PROXY_ADDR: refusing to listen on a non-loopback address without PROXY_PASSWORD (or a PROXY_ACL_FILE whose default user needs a password)")
 	}
 	if (c.ProxyTLSCert == "") != (c.ProxyTLSKey == "") {
 		return errors.New("PROXY_TLS_CERT and PROXY_TLS_KEY: set both or neither")

@@ -225,6 +225,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	srv := proxy.New(wiring.Upstream(up), proxy.Config{
 		Rooms:          roomMgr,
 		Password:       cfg.ProxyPassword,
+		Users:          cfg.users,
 		DisableScripts: !cfg.ScriptsEnabled,
 		TLS:            clientTLS,
 		Logger:         log,
@@ -342,7 +343,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		expireCompleted(warmCtx, store, cfg.MongoRetention, log)
 	}()
 	defer func() { stopWarm(); <-warmed }()
-	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", cfg.ProxyPassword != "", "tls", clientTLS != nil, "client_certs", cfg.ProxyTLSCA != "", "version", proxy.Version)
+	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", cfg.ProxyPassword != "" || (cfg.users != nil && cfg.users.Default() == nil), "acl", cfg.users != nil, "tls", clientTLS != nil, "client_certs", cfg.ProxyTLSCA != "", "version", proxy.Version)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

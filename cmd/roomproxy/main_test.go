@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,6 +40,27 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	_, err := loadConfig([]string{"-max-pipeline", "x"}, func(string) string { return "" }, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "MAX_PIPELINE") {
 		t.Errorf("flag error = %v, want one naming MAX_PIPELINE", err)
+	}
+	// The ACL file is read with the configuration: its errors name it, it
+	// replaces PROXY_PASSWORD, and a non-loopback address needs its default
+	// user to have a password.
+	aclDir := t.TempDir()
+	aclFile := func(text string) string {
+		path := filepath.Join(aclDir, strconv.Itoa(len(text))+".acl")
+		os.WriteFile(path, []byte(text), 0o600)
+		return path
+	}
+	closed := aclFile("user default on >pw allkeys +@all\n")
+	for want, env := range map[string]map[string]string{
+		"PROXY_ACL_FILE: line 2: user a: unsupported rule": {"PROXY_ACL_FILE": aclFile("user default on nopass\nuser a on %R~x\n")},
+		"PROXY_ACL_FILE: set either":                       {"PROXY_ACL_FILE": closed, "PROXY_PASSWORD": "pw"},
+		"PROXY_ADDR: refusing":                             {"PROXY_ACL_FILE": aclFile("user default on nopass allkeys +@all\n"), "PROXY_ADDR": "0.0.0.0:6380"},
+		"":                                                 {"PROXY_ACL_FILE": closed, "PROXY_ADDR": "0.0.0.0:6380"},
+	} {
+		_, err := loadConfig(nil, func(k string) string { return env[k] }, io.Discard)
+		if (want == "" && err != nil) || (want != "" && (err == nil || !strings.HasPrefix(err.Error(), want))) {
+			t.Errorf("%v: err = %v, want %q", env, err, want)
+		}
 	}
 	// Certificate files are read before anything starts.
 	dir := t.TempDir()
@@ -205,5 +227,49 @@ func TestTLSListenerWithRedisCLI(t *testing.T) {
 	}
 	if out, err := cli("PING"); out == "PONG" || err == nil {
 		t.Fatalf("a plaintext client: %q, %v; want refused", out, err)
+	}
+}
+
+// TestACLFileWithClients: PROXY_ACL_FILE's users, through the binary, with
+// go-redis (Username) and redis-cli (--user/--pass): a game user reaches its
+// rooms and nothing else; the default user needs its password.
+func TestACLFileWithClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	path := filepath.Join(t.TempDir(), "users.acl")
+	os.WriteFile(path, []byte(`# users of the test
+user default on >adminpw allkeys allchannels +@all
+user game on >gpw ~room:* &chat:* +@read +@write +@pubsub +@connection -@dangerous
+`), 0o600)
+	p := startBinary(t, "PROXY_ACL_FILE="+path)
+	if log := strings.Join(p.log, "\n"); !strings.Contains(log, "acl=true") || !strings.Contains(log, "auth=true") {
+		t.Errorf("the listening line should say ACL and AUTH are on:\n%s", log)
+	}
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.addrs["roomproxy"], Username: "game", Password: "gpw"})
+	defer c.Close()
+	if err := c.Set(ctx, "room:acl", `{"status":"waiting"}`, 0).Err(); err != nil {
+		t.Fatalf("game SET room:acl: %v", err)
+	}
+	if err := c.Get(ctx, "other").Err(); err == nil || err.Error() != "NOPERM this user has no permissions to access one of the keys used as arguments" {
+		t.Fatalf("game GET other: %v", err)
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Fatalf("game CONFIG RESETSTAT: %v", err)
+	}
+	_, port, _ := strings.Cut(p.addrs["roomproxy"], ":")
+	cli := func(args ...string) string {
+		out, _ := exec.Command("redis-cli", append([]string{"-h", "127.0.0.1", "-p", port, "--no-auth-warning"}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	if got := cli("--user", "game", "--pass", "gpw", "GET", "room:acl"); got != `{"status":"waiting"}` {
+		t.Fatalf("redis-cli --user game GET room:acl: %q", got)
+	}
+	if got := cli("GET", "room:acl"); !strings.Contains(got, "NOAUTH") {
+		t.Fatalf("redis-cli without AUTH: %q", got)
+	}
+	if got := cli("-a", "adminpw", "GET", "other"); got != "" {
+		t.Fatalf("redis-cli -a adminpw GET other (the default user, all keys): %q", got)
 	}
 }
