@@ -258,13 +258,10 @@ func (u *User) AllowsCommand(name string) bool { return u.allowed[name] }
 func (u *User) AllKeys() bool { return slices.Contains(u.keys, "*") }
 
 // AllowsKey reports whether some key pattern matches key.
-func (u *User) AllowsKey(key []byte) bool {
-	for _, p := range u.keys {
-		if Match(p, key) {
-			return true
-		}
-	}
-	return false
+func (u *User) AllowsKey(key []byte) bool { return matchAny(u.keys, key) }
+
+func matchAny(patterns []string, s []byte) bool {
+	return slices.ContainsFunc(patterns, func(p string) bool { return Match(p, s) })
 }
 
 // HasKeyPattern reports whether p is one of the key patterns, literally.
@@ -275,14 +272,7 @@ func (u *User) AllChannels() bool { return slices.Contains(u.channels, "*") }
 
 // AllowsChannel reports whether some channel pattern matches ch (PUBLISH,
 // SUBSCRIBE).
-func (u *User) AllowsChannel(ch []byte) bool {
-	for _, p := range u.channels {
-		if Match(p, ch) {
-			return true
-		}
-	}
-	return false
-}
+func (u *User) AllowsChannel(ch []byte) bool { return matchAny(u.channels, ch) }
 
 // AllowsChannelPattern reports whether pattern is one of the channel
 // patterns, literally, or every channel is allowed (PSUBSCRIBE, as Redis
