@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"github.com/roomproxy/roomproxy/acl"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomproxy/roomproxy/acl"
 	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/internal/sockio"
 	"github.com/roomproxy/roomproxy/rooms"

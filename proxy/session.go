@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/roomproxy/roomproxy/acl"
 	"net"
 	"os"
 	"runtime/debug"
@@ -14,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roomproxy/roomproxy/acl"
 	"github.com/roomproxy/roomproxy/batch"
 	"github.com/roomproxy/roomproxy/rooms"
 	"github.com/tidwall/redcon"

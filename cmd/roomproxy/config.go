@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/roomproxy/roomproxy/acl"
 	"io"
 	"net"
 	"net/url"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomproxy/roomproxy/acl"
 	"github.com/roomproxy/roomproxy/backend"
 )
 
