@@ -31,11 +31,13 @@ test-go:
 
 # Three times: batches on the pooled workers (a local Redis's path), on the
 # full-duplex streams (a remote upstream's path, such as Upstash's), and with
-# debouncing off (every room write goes through at once).
+# debouncing off (every room write goes through at once). Then every client
+# over TLS as a users-file user (E2E_SECURE, the tests named "secure").
 test-e2e:
 	bash e2e/run.sh
 	UPSTREAM_STREAM=always bash e2e/run.sh
 	DEBOUNCE_WINDOW_MS=0 bash e2e/run.sh
+	E2E_SECURE=1 bash e2e/run.sh secure
 
 # The container image's layout and settings, without a Docker engine
 # (scripts/image-smoke.sh says what it checks; needs root, else skipped).

@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createServer } from "node:http";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 
 import IORedis5 from "ioredis5";
 import IORedis6 from "ioredis6";
@@ -846,5 +847,35 @@ test("socket.io: redis-adapter broadcast across servers and fetchSockets", async
 });
 
 // ---------------------------------------------------------------- go
+
+// ---------------------------------------------------------------- secure
+
+// With E2E_SECURE=1, run.sh starts roomproxy with a TLS listener and a users
+// file, and ROOMPROXY_URL is rediss://game:...@localhost:port: every client
+// variant connects over TLS as user "game" (~e2e:* ~room:* &e2e:*, no
+// @dangerous). Registered only then; run.sh passes the filter "secure".
+if (process.env.E2E_CA) {
+  const ca = readFileSync(process.env.E2E_CA);
+  for (const v of variants) {
+    test(`secure: ${v.name}: TLS and an ACL user`, async (ctx) => {
+      const extra = v.kind === "ioredis"
+        ? { tls: { ca } }
+        : { socket: { tls: true, ca: [ca], reconnectStrategy: false, connectTimeout: 5000 } };
+      const c = await connect(ctx, v, extra);
+      const send = (...args) => (v.kind === "ioredis" ? c.call(...args) : c.sendCommand(args));
+      const k = ctx.key("k");
+      assert.equal(String(await send("SET", k, "v")), "OK");
+      assert.equal(String(await send("GET", k)), "v");
+      assert.match(String(await send("CLIENT", "INFO")), / user=game /);
+      let err = await expectReject(send("GET", "other:key"), "GET of a key outside ~e2e:* ~room:*");
+      assert.match(String(err.message), /^NOPERM this user has no permissions to access one of the keys/);
+      err = await expectReject(send("PUBLISH", "news", "m"), "PUBLISH outside &e2e:*");
+      assert.match(String(err.message), /^NOPERM this user has no permissions to access one of the channels/);
+      err = await expectReject(send("SORT", k), "SORT (@dangerous)");
+      assert.match(String(err.message), /^NOPERM this user has no permissions to run the 'sort' command/);
+      assert.equal(Number(await send("PUBLISH", ctx.key("ch"), "m")), 0);
+    });
+  }
+}
 
 await main();

@@ -10,6 +10,10 @@
 # runner's status (1 if any test failed).
 #
 # ROOMPROXY_BIN=/path/to/roomproxy skips the build and tests that binary.
+# E2E_SECURE=1 runs roomproxy with a TLS listener (a throwaway CA from
+# tools/gencert) and a users file (PROXY_ACL_FILE), and the clients connect
+# with rediss://USER:PASSWORD@localhost; pass the filter "secure" then, the
+# tests written for that setup.
 # E2E_VERBOSE=1 also prints errors raised after a test gave up.
 set -euo pipefail
 
@@ -40,10 +44,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_ping() { # port pid name logfile
+wait_ping() { # port pid name logfile [redis-cli options]
 	local i
 	for i in $(seq 1 100); do
-		if [[ "$(redis-cli -h 127.0.0.1 -p "$1" PING 2>/dev/null || true)" == "PONG" ]]; then
+		if [[ "$(redis-cli -h 127.0.0.1 -p "$1" "${@:5}" PING 2>/dev/null || true)" == "PONG" ]]; then
 			return 0
 		fi
 		if ! kill -0 "$2" 2>/dev/null; then
@@ -74,11 +78,26 @@ REDIS_PID=$!
 wait_ping "$REDIS_PORT" "$REDIS_PID" redis-server "$LOG_DIR/redis.log"
 
 PROXY_PORT="$(free_port)"
-ROOM_STORE_PATH="${ROOM_STORE_PATH:-$LOG_DIR/rooms.db}" "$BIN" -proxy-addr "127.0.0.1:$PROXY_PORT" -metrics-addr "" \
+SECURE_ENV=()
+CLI_OPTS=()
+PROXY_URL="redis://127.0.0.1:$PROXY_PORT"
+if [[ -n "${E2E_SECURE:-}" ]]; then
+	(cd "$REPO_DIR" && go run ./tools/gencert "$LOG_DIR")
+	cat >"$LOG_DIR/users.acl" <<-'ACL'
+		# e2e/run.sh, E2E_SECURE=1
+		user default on >e2e-admin allkeys allchannels +@all
+		user game on >e2e-game ~e2e:* ~room:* &e2e:* +@read +@write +@pubsub +@connection +@transaction +@scripting -@dangerous +info
+	ACL
+	SECURE_ENV=(PROXY_TLS_CERT="$LOG_DIR/tls.crt" PROXY_TLS_KEY="$LOG_DIR/tls.key" PROXY_ACL_FILE="$LOG_DIR/users.acl")
+	CLI_OPTS=(--tls --cacert "$LOG_DIR/ca.crt" --user default --pass e2e-admin --no-auth-warning)
+	PROXY_URL="rediss://game:e2e-game@localhost:$PROXY_PORT"
+	export E2E_CA="$LOG_DIR/ca.crt"
+fi
+env "${SECURE_ENV[@]}" ROOM_STORE_PATH="${ROOM_STORE_PATH:-$LOG_DIR/rooms.db}" "$BIN" -proxy-addr "127.0.0.1:$PROXY_PORT" -metrics-addr "" \
 	-redis-url "redis://127.0.0.1:$REDIS_PORT" -log-level warn \
 	>"$LOG_DIR/proxy.log" 2>&1 &
 PROXY_PID=$!
-wait_ping "$PROXY_PORT" "$PROXY_PID" roomproxy "$LOG_DIR/proxy.log"
+wait_ping "$PROXY_PORT" "$PROXY_PID" roomproxy "$LOG_DIR/proxy.log" "${CLI_OPTS[@]}"
 echo "e2e: redis-server on 127.0.0.1:$REDIS_PORT, roomproxy on 127.0.0.1:$PROXY_PORT" >&2
 
 if [[ ! -d "$E2E_DIR/node_modules" ]]; then
@@ -89,7 +108,7 @@ fi
 status=0
 (
 	cd "$E2E_DIR"
-	ROOMPROXY_URL="redis://127.0.0.1:$PROXY_PORT" \
+	ROOMPROXY_URL="$PROXY_URL" \
 	REDIS_DIRECT_URL="redis://127.0.0.1:$REDIS_PORT" \
 	node run.mjs "$@"
 ) || status=$?
