@@ -16,6 +16,7 @@ import (
 
 	"github.com/roomproxy/roomproxy/acl"
 	"github.com/roomproxy/roomproxy/backend"
+	"github.com/roomproxy/roomproxy/policy"
 )
 
 // config is everything roomproxy reads from its environment and flags. Only
@@ -48,6 +49,7 @@ type config struct {
 	RoomStorePath   string
 	RoomPrefix      string
 	RoomStatusField string
+	StatusAliases   map[string]policy.State
 	TTLActive       time.Duration
 	TTLWaiting      time.Duration
 	RoomMaxBytes    int
@@ -182,6 +184,7 @@ func settings(c *config) []setting {
 		{"ROOM_STORE_PATH", "roomproxy-rooms.db", "file of the embedded room store (without MONGO_URL)", str(&c.RoomStorePath)},
 		{"ROOM_KEY_PREFIX", "room:", "keys with this prefix belong to rooms", str(&c.RoomPrefix)},
 		{"ROOM_STATUS_FIELD", "status", "the field of a room's state document that holds its status", str(&c.RoomStatusField)},
+		{"ROOM_STATUS_ALIASES", "", "more status texts, as text=state pairs separated by commas (state: waiting, active or completed), on top of the built-in ones (playing, in_progress, finished, ended, closed, ...)", aliases(&c.StatusAliases)},
 		{"REDIS_TTL_ACTIVE_GAME", "3600", "TTL of every key of an active room, in seconds", secs(&c.TTLActive)},
 		{"REDIS_TTL_WAITING_ROOM", "1800", "TTL of every key of a waiting room, in seconds", secs(&c.TTLWaiting)},
 		{"ROOM_MAX_BYTES", "1048576", "most bytes a room's keys may hold together (larger writes: -ERR room document too large)", num(&c.RoomMaxBytes, 1024)},
@@ -308,6 +311,27 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// aliases parses ROOM_STATUS_ALIASES: "text=state,text=state".
+func aliases(p *map[string]policy.State) func(string) error {
+	return func(v string) error {
+		*p = map[string]policy.State{}
+		canonical := map[string]policy.State{"waiting": policy.Waiting, "active": policy.Active, "completed": policy.Completed}
+		for _, pair := range strings.Split(v, ",") {
+			if strings.TrimSpace(pair) == "" {
+				continue
+			}
+			text, state, ok := strings.Cut(pair, "=")
+			text, state = strings.ToLower(strings.TrimSpace(text)), strings.ToLower(strings.TrimSpace(state))
+			s, known := canonical[state]
+			if !ok || text == "" || !known {
+				return fmt.Errorf("%q: want text=state with state waiting, active or completed", pair)
+			}
+			(*p)[text] = s
+		}
+		return nil
+	}
 }
 
 // clientTLS is the TLS configuration of the client listener, or nil without

@@ -192,6 +192,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	defer store.Close()
 	rules := policy.DefaultRules()
 	rules.Prefix, rules.StatusField = cfg.RoomPrefix, cfg.RoomStatusField
+	for text, state := range cfg.StatusAliases {
+		rules.Aliases[text] = state
+	}
 	rules.TTLActive, rules.TTLWaiting, rules.MaxBytes = cfg.TTLActive, cfg.TTLWaiting, cfg.RoomMaxBytes
 	roomMgr := rooms.New(rules, m.TimeStore(store), wiring.Exec(up), nil)
 	scratch, err := backend.NewScratch()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/pem"
 	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/roomproxy/roomproxy/policy"
 	"io"
 	"net"
 	"net/http"
@@ -30,6 +31,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		"MAX_REQUEST_BYTES":                {"MAX_REQUEST_BYTES": "12"},
 		"PROXY_TLS_CERT and PROXY_TLS_KEY": {"PROXY_TLS_CERT": "server.crt"},
 		"PROXY_TLS_CLIENT_CA":              {"PROXY_TLS_CLIENT_CA": "ca.crt"},
+		"ROOM_STATUS_ALIASES":              {"ROOM_STATUS_ALIASES": "running=playing"},
 	}
 	for name, env := range cases {
 		_, err := loadConfig(nil, func(k string) string { return env[k] }, io.Discard)
@@ -271,5 +273,32 @@ user game on >gpw ~room:* &chat:* +@read +@write +@pubsub +@connection -@dangero
 	}
 	if got := cli("-a", "adminpw", "GET", "other"); got != "" {
 		t.Fatalf("redis-cli -a adminpw GET other (the default user, all keys): %q", got)
+	}
+}
+
+// TestStatusAliases: ROOM_STATUS_ALIASES adds status texts: a room whose
+// status is "running" is active (its keys get the active TTL), and the
+// built-in texts still work.
+func TestStatusAliases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	c, err := loadConfig(nil, func(k string) string {
+		return map[string]string{"ROOM_STATUS_ALIASES": " Running = ACTIVE, lobby2=waiting,"}[k]
+	}, io.Discard)
+	if err != nil || len(c.StatusAliases) != 2 || c.StatusAliases["running"] != policy.Active || c.StatusAliases["lobby2"] != policy.Waiting {
+		t.Fatalf("parsed %v, %v", c.StatusAliases, err)
+	}
+	p := startBinary(t, "ROOM_STATUS_ALIASES=running=active")
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: p.addrs["roomproxy"]})
+	defer rc.Close()
+	for key, doc := range map[string]string{"room:alias": `{"status":"running"}`, "room:builtin": `{"status":"playing"}`} {
+		if err := rc.Set(ctx, key, doc, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if ttl, err := rc.TTL(ctx, key).Result(); err != nil || ttl <= 1800*time.Second {
+			t.Errorf("%s %s: TTL %v (%v), want the active room's 3600 s", key, doc, ttl, err)
+		}
 	}
 }
