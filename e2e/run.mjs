@@ -846,8 +846,6 @@ test("socket.io: redis-adapter broadcast across servers and fetchSockets", async
   assert.ok(ms < 2000, `fetchSockets took ${ms} ms (requestsTimeout 5000): a server's reply was missed`);
 });
 
-// ---------------------------------------------------------------- go
-
 // ---------------------------------------------------------------- secure
 
 // With E2E_SECURE=1, run.sh starts roomproxy with a TLS listener and a users
@@ -877,5 +875,7 @@ if (process.env.E2E_CA) {
     });
   }
 }
+
+// ---------------------------------------------------------------- go
 
 await main();
