@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -299,6 +300,29 @@ func TestStatusAliases(t *testing.T) {
 		}
 		if ttl, err := rc.TTL(ctx, key).Result(); err != nil || ttl <= 1800*time.Second {
 			t.Errorf("%s %s: TTL %v (%v), want the active room's 3600 s", key, doc, ttl, err)
+		}
+	}
+}
+
+// TestEverySettingIsDocumented: every variable roomproxy reads is in
+// .env.example (as NAME=) and in the README's configuration table, so that
+// neither falls behind the code.
+func TestEverySettingIsDocumented(t *testing.T) {
+	env, err := os.ReadFile("../../.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &config{}
+	for _, s := range append(settings(c), breakerSettings(c)...) {
+		if !regexp.MustCompile(`(?m)^#? *` + s.env + `=`).Match(env) {
+			t.Errorf(".env.example lacks %s", s.env)
+		}
+		if !strings.Contains(string(readme), "`"+s.env+"`") {
+			t.Errorf("README.md lacks `%s`", s.env)
 		}
 	}
 }
