@@ -45,6 +45,13 @@ func startOutageRig(t *testing.T, timeout time.Duration) *outageRig {
 // default, auto).
 func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string) string, stream string) *outageRig {
 	t.Helper()
+	return startOutageRigWith(t, timeout, via, stream, nil)
+}
+
+// startOutageRigWith is startOutageRigVia whose room manager uses
+// wrap(store) (nil: the store itself), to watch or disturb its calls.
+func startOutageRigWith(t *testing.T, timeout time.Duration, via func(addr string) string, stream string, wrap func(fallback.Store) fallback.Store) *outageRig {
+	t.Helper()
 	g := &outageRig{r: testredis.Start(t, testredis.Options{})}
 	url := g.r.URL()
 	if via != nil {
@@ -60,7 +67,11 @@ func startOutageRigVia(t *testing.T, timeout time.Duration, via func(addr string
 	var stopResync func()
 	g.p = startProxyWith(t, backend.Config{URL: url, Timeout: timeout, Stream: stream}, func(up *backend.Upstream) proxy.Config {
 		g.up = up
-		g.m = rooms.New(policy.DefaultRules(), g.store, wiring.Exec(up), nil)
+		var store fallback.Store = g.store
+		if wrap != nil {
+			store = wrap(store)
+		}
+		g.m = rooms.New(policy.DefaultRules(), store, wiring.Exec(up), nil)
 		d = g.m.NewDebouncer(rooms.DebounceConfig{})
 		// Before the proxy serves, as in cmd/roomproxy: sessions read the
 		// manager's outage setting without a lock.

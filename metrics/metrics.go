@@ -171,7 +171,7 @@ func (m *Metrics) RegisterUpstreamHealth(fn func() UpstreamHealth) {
 // RoomStats are the room manager's counters.
 type RoomStats struct {
 	LifecycleWrites, StoreErrors, RoomsRestored, KeysRestored int64
-	SizeChecks, TooLarge, ScriptReloads                       int64
+	SizeChecks, TooLarge, ScriptReloads, NotLanded            int64
 }
 
 // counterOf exports one counter of a stats snapshot that fn reads at
@@ -201,6 +201,7 @@ func (m *Metrics) RegisterRooms(fn func() RoomStats) {
 		c("room_size_checks_total", "Rooms measured on a fresh snapshot to admit a write against ROOM_MAX_BYTES.", func(s RoomStats) int64 { return s.SizeChecks }),
 		c("room_too_large_total", "Writes refused with 'room document too large': the room would exceed ROOM_MAX_BYTES.", func(s RoomStats) int64 { return s.TooLarge }),
 		c("room_script_reloads_total", "Room script calls the upstream answered NOSCRIPT (its script cache was emptied), sent again as EVAL.", func(s RoomStats) int64 { return s.ScriptReloads }),
+		c("room_lifecycle_not_landed_total", "Lifecycle writes the room store took whose round trip to Redis failed; their rooms were marked dirty and are served from the store until re-synced.", func(s RoomStats) int64 { return s.NotLanded }),
 	)
 }
 

@@ -87,7 +87,7 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 	}
 	s.drain() // what came before is in Redis before the room is read
 	ctx, cancel = s.upstreamCtx()
-	after, unlock, err := m.Apply(ctx, p)
+	after, done, err := m.Apply(ctx, p)
 	cancel()
 	if err != nil {
 		switch {
@@ -100,11 +100,19 @@ func (s *session) roomWrite(sp *Spec, args [][]byte, sl *slot) {
 		}
 		return
 	}
-	sl.fwd = int32(s.batch.Add(args, false))
+	first := s.batch.Add(args, false)
+	sl.fwd = int32(first)
 	for _, c := range after {
 		s.hidden(c)
 	}
-	s.afterDrain = append(s.afterDrain, unlock)
+	last := s.batch.Len()
+	s.afterDrain = append(s.afterDrain, func() {
+		landed := true // a reply from Redis, even an error reply, means the round trip reached it
+		for _, r := range s.batch.Replies[first:last] {
+			landed = landed && r.Err == nil
+		}
+		done(landed)
+	})
 }
 
 // admitRoomWrite checks a write that keeps its rooms' states against

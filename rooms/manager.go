@@ -55,6 +55,7 @@ type Manager struct {
 
 	lifecycle   atomic.Int64 // lifecycle writes stored
 	storeErrors atomic.Int64 // lifecycle writes refused because the store failed
+	notLanded   atomic.Int64 // lifecycle writes stored that may not have reached Redis
 	restores    atomic.Int64 // rooms restored into Redis (read-through and warm-up)
 	restored    atomic.Int64 // keys restored
 	sizeChecks  atomic.Int64 // rooms measured to admit a write (size.go)
@@ -71,6 +72,9 @@ type Stats struct {
 	// ScriptReloads counts room script calls the upstream answered NOSCRIPT
 	// (its script cache was emptied) and that were sent again as EVAL.
 	ScriptReloads int64
+	// NotLanded counts lifecycle writes stored whose round trip to Redis
+	// failed; their rooms were marked dirty (lifecycleDone).
+	NotLanded int64
 }
 
 // Stats returns the counters.
@@ -80,7 +84,8 @@ func (m *Manager) Stats() Stats {
 	m.mu.Unlock()
 	return Stats{Known: known, LifecycleWrites: m.lifecycle.Load(), StoreErrors: m.storeErrors.Load(),
 		RoomsRestored: m.restores.Load(), KeysRestored: m.restored.Load(),
-		SizeChecks: m.sizeChecks.Load(), TooLarge: m.tooLarge.Load(), ScriptReloads: m.reloads.Load()}
+		SizeChecks: m.sizeChecks.Load(), TooLarge: m.tooLarge.Load(), ScriptReloads: m.reloads.Load(),
+		NotLanded: m.notLanded.Load()}
 }
 
 // New returns a Manager. now may be nil (time.Now).
@@ -505,10 +510,11 @@ func (m *Manager) effect(name string, args [][]byte, before policy.State) (polic
 // Apply carries out a lifecycle write's durable part: it reads the room from
 // Redis, applies the client's command to that snapshot, and writes it to the
 // store with the next version. It returns the commands to send after the
-// client's command (TTLs, or deleting a completed room's keys) and an unlock
-// function to call once they have reached Redis. On error nothing is held
-// and nothing must be sent.
-func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock func(), err error) {
+// client's command (TTLs, or deleting a completed room's keys) and a done
+// function to call once their round trip has ended, saying whether it
+// reached Redis (see done). On error nothing is held and nothing must be
+// sent.
+func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, done func(landed bool), err error) {
 	mu := m.lock(p.ID)
 	mu.Lock()
 	defer func() {
@@ -566,12 +572,43 @@ func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, unlock f
 		if _, ok := keys[stateKey]; !ok {
 			del = append(del, []byte(stateKey))
 		}
-		return [][][]byte{del}, mu.Unlock, nil
+		return [][][]byte{del}, m.lifecycleDone(p.ID, mu), nil
 	}
 	ttl, _ := m.Rules.TTL(p.State)
 	after = append(after, evalsha(indexTTLScript, []byte("3"), idx, []byte(stateKey), []byte(OwnTTLKey(p.ID)), seconds(ttl)))
-	return after, mu.Unlock, nil
+	return after, m.lifecycleDone(p.ID, mu), nil
 }
+
+// lifecycleDone ends a lifecycle write under its room's lock. When the round
+// trip that carried it to Redis failed (a timeout, a dropped connection, the
+// breaker opening: Redis may or may not have it) the store has the room and
+// Redis may hold the copy before it, which would be served and could even
+// go back into the store with the next snapshot. So the room is marked dirty,
+// in the store too (a restart must not trust Redis's copy): it is served
+// from the store until the re-sync writes it back (SPEC 4.5, "a failed Redis
+// write").
+func (m *Manager) lifecycleDone(id string, mu *sync.Mutex) func(landed bool) {
+	return func(landed bool) {
+		defer mu.Unlock()
+		if landed || !m.Degradable() {
+			return
+		}
+		m.notLanded.Add(1)
+		ctx, cancel := context.WithTimeout(context.Background(), notLandedTimeout)
+		defer cancel()
+		if room, found, err := m.store.Get(ctx, id); err == nil && found && !room.Dirty {
+			room.Dirty = true
+			if err := m.put(ctx, &room); err != nil {
+				m.storeErrors.Add(1) // still dirty in memory below: this process serves the store's copy
+			}
+		}
+		m.markDirty(id)
+	}
+}
+
+// notLandedTimeout bounds marking a room dirty in the store after its
+// lifecycle write failed to reach Redis.
+const notLandedTimeout = 5 * time.Second
 
 // put stores room with the version after the stored one, retrying when
 // another writer stored a newer one meanwhile (the version guard).

@@ -223,7 +223,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 	m.RegisterRooms(func() metrics.RoomStats {
 		st := roomMgr.Stats()
 		return metrics.RoomStats{LifecycleWrites: st.LifecycleWrites, StoreErrors: st.StoreErrors,
-			RoomsRestored: st.RoomsRestored, KeysRestored: st.KeysRestored, SizeChecks: st.SizeChecks, TooLarge: st.TooLarge, ScriptReloads: st.ScriptReloads}
+			RoomsRestored: st.RoomsRestored, KeysRestored: st.KeysRestored, SizeChecks: st.SizeChecks, TooLarge: st.TooLarge, ScriptReloads: st.ScriptReloads,
+			NotLanded: st.NotLanded}
 	})
 	srv := proxy.New(wiring.Upstream(up), proxy.Config{
 		Rooms:          roomMgr,
@@ -251,6 +252,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 				{"room_size_checks", strconv.FormatInt(st.SizeChecks, 10)},
 				{"room_too_large", strconv.FormatInt(st.TooLarge, 10)},
 				{"room_script_reloads", strconv.FormatInt(st.ScriptReloads, 10)},
+				{"room_lifecycle_not_landed", strconv.FormatInt(st.NotLanded, 10)},
 			}
 		}}, {Name: "debounce", Fields: func() [][2]string {
 			st := debounce.Stats()
