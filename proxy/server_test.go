@@ -103,6 +103,34 @@ func dial(t *testing.T, addr string) *client { return resptest.Dial(t, addr) }
 
 func encode(args ...string) string { return resptest.Encode(args...) }
 
+// TestSpecDeniedCommands: every command SPEC section 2 lists as denied is
+// answered -NOPERM, with any arguments, and never forwarded. The list is
+// SPEC's, not the table's: a change to Redis's "admin" flags or to
+// deniedCommands that let one through fails here.
+func TestSpecDeniedCommands(t *testing.T) {
+	up := newFake()
+	_, addr := startServer(t, up, Config{})
+	c := dial(t, addr)
+	for _, cmd := range [][]string{
+		{"FLUSHALL"}, {"FLUSHDB"}, {"CONFIG", "SET", "a", "b"}, {"CONFIG", "REWRITE"}, {"CONFIG", "RESETSTAT"},
+		{"DEBUG", "SLEEP", "0"}, {"SHUTDOWN"}, {"MONITOR"}, {"REPLICAOF", "NO", "ONE"}, {"SLAVEOF", "NO", "ONE"},
+		{"MIGRATE", "h", "1", "k", "0", "1"}, {"MODULE", "LIST"}, {"MODULE", "HELP"}, {"MODULE", "LOAD", "x"},
+		{"ACL", "WHOAMI"}, {"ACL", "LIST"}, {"SAVE"}, {"BGSAVE"}, {"BGREWRITEAOF"},
+		{"CLIENT", "KILL", "x"}, {"CLIENT", "PAUSE", "1"}, {"CLIENT", "LIST"}, {"SWAPDB", "0", "1"}, {"FAILOVER"},
+		{"SYNC"}, {"PSYNC", "x", "1"}, {"SCRIPT", "FLUSH"}, {"SCRIPT", "KILL"},
+		{"FUNCTION", "FLUSH"}, {"FUNCTION", "DELETE", "x"}, {"FUNCTION", "RESTORE", "x"}, {"KEYS", "*"},
+	} {
+		if got := c.Do(cmd...); !strings.HasPrefix(got, "-NOPERM this user has no permissions to run the '") {
+			t.Errorf("%q: %q, want -NOPERM", cmd, got)
+		}
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if up.cmds != 0 {
+		t.Errorf("%d denied commands reached the upstream", up.cmds)
+	}
+}
+
 func TestLocalCommands(t *testing.T) {
 	_, addr := startServer(t, newFake(), Config{})
 	c := dial(t, addr)

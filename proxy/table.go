@@ -212,7 +212,7 @@ var (
 	// deniedCommands are refused on top of everything Redis flags "admin":
 	// whole-keyspace and dangerous commands (SPEC section 2).
 	deniedCommands = []string{
-		"flushall", "flushdb", "swapdb", "migrate", "keys", "acl", "cluster",
+		"flushall", "flushdb", "swapdb", "migrate", "keys", "acl", "cluster", "module",
 		"script|flush", "script|kill", "function|flush", "function|delete",
 		"function|restore", "function|kill", "client|tracking", "client|caching",
 		"client|getredir", "client|trackinginfo",
