@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -44,7 +43,7 @@ func (s *session) keysPermitted(u *acl.User, sp *Spec, args [][]byte) bool {
 	}
 	ok := true
 	each := func(k []byte) bool { ok = u.AllowsKey(k); return ok }
-	if slices.Contains(sp.RedisFlags, "movablekeys") {
+	if sp.Flags&FlagMovableKeys != 0 {
 		if !movableKeys(sp.Name, args, each) {
 			return false
 		}
@@ -52,6 +51,21 @@ func (s *session) keysPermitted(u *acl.User, sp *Spec, args [][]byte) bool {
 		sp.eachKey(args, each)
 	}
 	return ok
+}
+
+// keyTooLarge reports whether a key of the command is longer than
+// MAX_KEY_BYTES (Upstash's 32 KiB): such a command is refused here, with
+// Upstash's text, instead of being acknowledged by the debouncer and then
+// refused at every flush.
+func (s *session) keyTooLarge(sp *Spec, args [][]byte) bool {
+	limit, big := s.srv.lim.MaxKeyBytes, false
+	check := func(k []byte) bool { big = len(k) > limit; return !big }
+	if sp.Flags&FlagMovableKeys != 0 {
+		movableKeys(sp.Name, args, check)
+	} else {
+		sp.eachKey(args, check)
+	}
+	return big
 }
 
 // movableKeys calls fn for the keys of a command whose key positions depend

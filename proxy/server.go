@@ -96,6 +96,7 @@ type Limits struct {
 	MaxArgs         int           // arguments of one command; default 1<<20
 	MaxInlineBytes  int           // one inline command or header line; default 64 KiB
 	MaxPipeline     int           // commands sent upstream per client round trip; default 4096
+	MaxKeyBytes     int           // one key; default 32 KiB (Upstash's limit)
 	PreAuthMaxArgs  int           // before AUTH; default 10
 	PreAuthMaxBulk  int           // before AUTH, bytes of one argument; default 16 KiB
 	IdleTimeout     time.Duration // close a client idle this long; default 0 (never)
@@ -123,6 +124,7 @@ func (l *Limits) withDefaults() Limits {
 	def(&d.MaxArgs, 1<<20)
 	def(&d.MaxInlineBytes, 64<<10)
 	def(&d.MaxPipeline, 4096)
+	def(&d.MaxKeyBytes, 32<<10)
 	def(&d.PreAuthMaxArgs, 10)
 	def(&d.PreAuthMaxBulk, 16<<10)
 	defd(&d.FrameTimeout, 30*time.Second)

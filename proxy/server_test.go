@@ -103,6 +103,39 @@ func dial(t *testing.T, addr string) *client { return resptest.Dial(t, addr) }
 
 func encode(args ...string) string { return resptest.Encode(args...) }
 
+// TestMaxKeySize: a key over MAX_KEY_BYTES (Upstash's 32 KiB) is refused
+// with Upstash's text before anything is forwarded, at a fixed position or
+// a movable one, and inside MULTI the transaction is aborted.
+func TestMaxKeySize(t *testing.T) {
+	up := newFake()
+	_, addr := startServer(t, up, Config{Limits: Limits{MaxKeyBytes: 100}})
+	c := dial(t, addr)
+	big, ok := strings.Repeat("k", 101), strings.Repeat("k", 100)
+	const refused = "-ERR max key size exceeded\r\n"
+	for _, cmd := range [][]string{
+		{"SET", big, "v"}, {"MGET", "a", big}, {"EVAL", "return 1", "1", big},
+		{"ZUNIONSTORE", "d", "2", "a", big}, {"XREAD", "STREAMS", "a", big, "0", "0"},
+	} {
+		if got := c.Do(cmd...); got != refused {
+			t.Errorf("%.40q: %q", cmd, got)
+		}
+	}
+	if got := c.Do("SET", ok, "v"); got != "+OK\r\n" {
+		t.Errorf("a key at the limit: %q", got)
+	}
+	c.Send(encode("MULTI") + encode("SET", big, "v") + encode("EXEC"))
+	for _, want := range []string{"+OK\r\n", refused, "-EXECABORT Transaction discarded because of previous errors.\r\n"} {
+		if got := c.MustReply(); got != want {
+			t.Errorf("MULTI: %q, want %q", got, want)
+		}
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if up.cmds != 1 {
+		t.Errorf("%d commands reached the upstream, want 1 (the SET at the limit)", up.cmds)
+	}
+}
+
 // TestSpecDeniedCommands: every command SPEC section 2 lists as denied is
 // answered -NOPERM, with any arguments, and never forwarded. The list is
 // SPEC's, not the table's: a change to Redis's "admin" flags or to

@@ -480,6 +480,11 @@ func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 		if s.tx.active {
 			s.tx.dirty = true // Redis discards a transaction with a refused command
 		}
+	case s.keyTooLarge(sp, args):
+		s.err("ERR max key size exceeded")
+		if s.tx.active {
+			s.tx.dirty = true
+		}
 	case s.proto == 2 && s.sub != nil && s.subscribed() > 0 && !subscriberModeAllows(sp.Name):
 		s.err("ERR Can't execute '" + sp.fullName() + "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 	case s.tx.active && f&FlagTx == 0:

@@ -42,6 +42,9 @@ const (
 	FlagTx
 	// FlagScript: scripting commands (EVAL, EVALSHA, SCRIPT, FCALL, FUNCTION).
 	FlagScript
+	// FlagMovableKeys: key positions depend on the arguments (Redis's
+	// "movablekeys"); movableKeys finds them.
+	FlagMovableKeys
 )
 
 // handler answers a local command. It appends the reply to s.out with the
@@ -275,6 +278,8 @@ func newSpec(rc redisCommand, parent *Spec) *Spec {
 			sp.Flags |= FlagBlocking
 		case "pubsub":
 			sp.Flags |= FlagPubSub
+		case "movablekeys":
+			sp.Flags |= FlagMovableKeys
 		}
 	}
 	if slices.Contains([]string{"multi", "exec", "discard", "watch", "unwatch"}, rc.Name) {

@@ -68,6 +68,7 @@ type config struct {
 
 	MaxClients      int
 	MaxRequestBytes int
+	MaxKeyBytes     int
 	MaxArgs         int
 	MaxInlineBytes  int
 	MaxPipeline     int
@@ -202,6 +203,7 @@ func settings(c *config) []setting {
 		{"SHUTDOWN_TIMEOUT", "30s", "time SIGTERM gives clients and pending work to finish", dur(&c.ShutdownTimeout)},
 		{"MAX_CLIENTS", "10000", "client connections at once", num(&c.MaxClients, 1)},
 		{"MAX_REQUEST_BYTES", "10485760", "largest command, encoded (Upstash: 10 MB)", num(&c.MaxRequestBytes, 1024)},
+		{"MAX_KEY_BYTES", "32768", "longest key (Upstash: 32 KB); longer: -ERR max key size exceeded", num(&c.MaxKeyBytes, 1)},
 		{"MAX_ARGS", "1048576", "most arguments in one command", num(&c.MaxArgs, 1)},
 		{"MAX_INLINE_BYTES", "65536", "longest inline command or header line", num(&c.MaxInlineBytes, 256)},
 		{"MAX_PIPELINE", "4096", "commands of one client sent upstream in one round trip", num(&c.MaxPipeline, 1)},

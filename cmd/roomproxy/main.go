@@ -235,7 +235,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		Logger:         log,
 		Observer:       m,
 		Limits: proxy.Limits{
-			MaxClients: cfg.MaxClients, MaxRequestBytes: cfg.MaxRequestBytes, MaxArgs: cfg.MaxArgs,
+			MaxClients: cfg.MaxClients, MaxRequestBytes: cfg.MaxRequestBytes, MaxKeyBytes: cfg.MaxKeyBytes, MaxArgs: cfg.MaxArgs,
 			MaxInlineBytes: cfg.MaxInlineBytes, MaxPipeline: cfg.MaxPipeline,
 			IdleTimeout: cfg.IdleTimeout, FrameTimeout: cfg.FrameTimeout,
 			AuthTimeout: cfg.AuthTimeout, OutputTimeout: cfg.OutputTimeout,
