@@ -196,7 +196,7 @@ func settings(c *config) []setting {
 		{"PERSIST_EVERY_N", "100", "... or after this many writes, whichever comes first", num(&c.PersistEveryN, 1)},
 		{"PENDING_MAX_ROOMS", "10000", "most rooms with debounced writes not yet in Redis; beyond it writes go straight through (backpressure)", num(&c.PendingRooms, 1)},
 		{"PENDING_MAX_BYTES", "67108864", "most bytes of debounced writes not yet in Redis; beyond it writes go straight through (backpressure)", num(&c.PendingBytes, 1024)},
-		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz and /readyz (empty: off)", str(&c.MetricsAddr)},
+		{"METRICS_ADDR", "127.0.0.1:9380", "address of /metrics, /healthz, /readyz and /health/redis (empty: off)", str(&c.MetricsAddr)},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"LOG_FORMAT", "", "json or text (default: json with REDIS_URL set, text without)", oneOf(&c.LogFormat, "", "json", "text")},
 		{"PPROF", "false", "serve Go's /debug/pprof on METRICS_ADDR (for profiling; off in production)", boolean(&c.Pprof)},
