@@ -512,8 +512,8 @@ func (m *Manager) effect(name string, args [][]byte, before policy.State) (polic
 // store with the next version. It returns the commands to send after the
 // client's command (TTLs, or deleting a completed room's keys) and a done
 // function to call once their round trip has ended, saying whether it
-// reached Redis (see done). On error nothing is held and nothing must be
-// sent.
+// reached Redis (see lifecycleDone). On error nothing is held and nothing
+// must be sent.
 func (m *Manager) Apply(ctx context.Context, p Plan) (after [][][]byte, done func(landed bool), err error) {
 	mu := m.lock(p.ID)
 	mu.Lock()
@@ -598,9 +598,9 @@ func (m *Manager) lifecycleDone(id string, mu *sync.Mutex) func(landed bool) {
 		defer cancel()
 		if room, found, err := m.store.Get(ctx, id); err == nil && found && !room.Dirty {
 			room.Dirty = true
-			if err := m.put(ctx, &room); err != nil {
-				m.storeErrors.Add(1) // still dirty in memory below: this process serves the store's copy
-			}
+			// A failed put is counted by put; the room is still dirty in
+			// memory below, so this process serves the store's copy.
+			_ = m.put(ctx, &room)
 		}
 		m.markDirty(id)
 	}
