@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/roomproxy/roomproxy/internal/resptest"
+	"github.com/roomproxy/roomproxy/internal/testcert"
 	"github.com/roomproxy/roomproxy/internal/testredis"
 	"github.com/roomproxy/roomproxy/internal/testsupport"
 )
@@ -39,17 +39,13 @@ type testCerts struct {
 func newTestCerts(t *testing.T) testCerts {
 	ca, caKey := testredis.NewCA(t)
 	der, keyPEM := testredis.Issue(t, ca, caKey, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
-	crt, err := tls.X509KeyPair(pemCert(der), keyPEM)
+	crt, err := tls.X509KeyPair(testcert.PEM("CERTIFICATE", der), keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	return testCerts{pool: pool, cert: crt}
-}
-
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // tlsPing dials addr with cfg, sends PING and returns the reply, or the

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/pem"
-	"github.com/roomproxy/roomproxy/internal/testredis"
-	"github.com/roomproxy/roomproxy/policy"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +16,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/roomproxy/roomproxy/internal/testcert"
+	"github.com/roomproxy/roomproxy/internal/testredis"
+	"github.com/roomproxy/roomproxy/policy"
 )
 
 func TestConfigErrorsNameTheVariable(t *testing.T) {
@@ -184,8 +184,8 @@ func writeTestCert(t *testing.T, dir string) (crtFile, keyFile string) {
 	der, key := testredis.Issue(t, ca, caKey, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
 	crtFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	for path, b := range map[string][]byte{
-		filepath.Join(dir, "ca.crt"): pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}),
-		crtFile:                      pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		filepath.Join(dir, "ca.crt"): testcert.PEM("CERTIFICATE", ca.Raw),
+		crtFile:                      testcert.PEM("CERTIFICATE", der),
 		keyFile:                      key,
 	} {
 		if err := os.WriteFile(path, b, 0o600); err != nil {

@@ -6,13 +6,8 @@ package testredis
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roomproxy/roomproxy/internal/testcert"
 )
 
 // Options choose how the server runs.
@@ -168,57 +165,30 @@ func writeCerts(t testing.TB, dir string) string {
 	// localhost only: connecting to 127.0.0.1 is then a host-name mismatch.
 	crt, key := Issue(t, ca, caKey, []string{"localhost"}, nil)
 	caFile := filepath.Join(dir, "ca.crt")
-	mustWrite(t, caFile, pemBlock("CERTIFICATE", ca.Raw))
-	mustWrite(t, filepath.Join(dir, "server.crt"), pemBlock("CERTIFICATE", crt))
+	mustWrite(t, caFile, testcert.PEM("CERTIFICATE", ca.Raw))
+	mustWrite(t, filepath.Join(dir, "server.crt"), testcert.PEM("CERTIFICATE", crt))
 	mustWrite(t, filepath.Join(dir, "server.key"), key)
 	return caFile
 }
 
-// NewCA makes a self-signed CA.
+// NewCA makes a self-signed CA (testcert.NewCA, failing t on error).
 func NewCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, key, err := testcert.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "roomproxy test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
 	return ca, key
 }
 
-// Issue signs a certificate good for a server and for a client (TLS client
-// authentication); it returns the DER certificate and the PEM private key.
+// Issue signs a certificate good for a server and for a client
+// (testcert.Issue, failing t on error); it returns the DER certificate and
+// the PEM private key.
 func Issue(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, names []string, ips []net.IP) ([]byte, []byte) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, key, err := testcert.Issue(ca, caKey, names, ips)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "redis"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: names, IPAddresses: ips,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der, pemBlock("EC PRIVATE KEY", kb)
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	return der, key
 }
 
 func mustWrite(t testing.TB, path string, b []byte) {
