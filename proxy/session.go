@@ -470,6 +470,16 @@ func (s *session) dispatch(args [][]byte) {
 	s.slots = append(s.slots, sl)
 }
 
+// keyTooLarge reports whether a key of the command is longer than
+// MAX_KEY_BYTES (Upstash's 32 KiB): such a command is refused here, with
+// Upstash's text, instead of being acknowledged by the debouncer and then
+// refused at every flush.
+func (s *session) keyTooLarge(sp *Spec, args [][]byte) bool {
+	limit, big := s.srv.lim.MaxKeyBytes, false
+	sp.eachKeyAll(args, func(k []byte) bool { big = len(k) > limit; return !big })
+	return big
+}
+
 // run applies the access rules and carries out a known command.
 func (s *session) run(sp *Spec, args [][]byte, sl *slot) {
 	f := sp.Flags

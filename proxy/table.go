@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -179,6 +181,85 @@ func (sp *Spec) eachKey(args [][]byte, fn func([]byte) bool) {
 			return
 		}
 	}
+}
+
+// eachKeyAll is eachKey for every command, those whose key positions depend
+// on their arguments included (movableKeys). It returns false when the keys
+// cannot be told; fn may then not have seen them all.
+func (sp *Spec) eachKeyAll(args [][]byte, fn func([]byte) bool) bool {
+	if sp.Flags&FlagMovableKeys != 0 {
+		return movableKeys(sp.Name, args, fn)
+	}
+	sp.eachKey(args, fn)
+	return true
+}
+
+// movableKeys calls fn for the keys of a command whose key positions depend
+// on its arguments (Redis flags it "movablekeys"), until fn returns false.
+// It returns false when it cannot tell the keys (an unknown such command, a
+// count that is not a number, a SORT that reads keys by pattern).
+func movableKeys(name string, args [][]byte, fn func([]byte) bool) bool {
+	counted := func(i int) bool { // a count at args[i], then that many keys
+		if i >= len(args) {
+			return false
+		}
+		n, err := strconv.Atoi(string(args[i]))
+		if err != nil || n < 0 || n > len(args)-i-1 {
+			return false
+		}
+		for _, k := range args[i+1 : i+1+n] {
+			if !fn(k) {
+				break
+			}
+		}
+		return true
+	}
+	switch name {
+	case "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro", "blmpop", "bzmpop":
+		return counted(2)
+	case "sintercard", "zdiff", "zinter", "zintercard", "zunion", "lmpop", "zmpop":
+		return counted(1)
+	case "zdiffstore", "zinterstore", "zunionstore":
+		return !fn(args[1]) || counted(2)
+	case "georadius", "georadiusbymember", "sort", "sort_ro":
+		if !fn(args[1]) {
+			return true
+		}
+		for i := 2; i < len(args); i++ {
+			switch opt := strings.ToLower(string(args[i])); {
+			case (opt == "store" || opt == "storedist") && i+1 < len(args):
+				i++
+				if !fn(args[i]) {
+					return true
+				}
+			case (opt == "by" || opt == "get") && name[0] == 's' && i+1 < len(args):
+				i++
+				if p := args[i]; !(opt == "by" && bytes.EqualFold(p, []byte("nosort")) || opt == "get" && string(p) == "#") {
+					return false // reads the keys a pattern names
+				}
+			case opt == "limit" && name[0] == 's':
+				i += 2
+			}
+		}
+		return true
+	case "xread", "xreadgroup":
+		for i := 1; i < len(args); i++ {
+			if bytes.EqualFold(args[i], []byte("streams")) {
+				rest := args[i+1:]
+				if len(rest) == 0 || len(rest)%2 != 0 {
+					return false
+				}
+				for _, k := range rest[:len(rest)/2] {
+					if !fn(k) {
+						break
+					}
+				}
+				return true
+			}
+		}
+		return false
+	}
+	return false
 }
 
 // arityOK applies Redis's arity rule to argc (the command name included).
