@@ -217,8 +217,13 @@ func New(up Upstream, cfg Config) *Server {
 	return s
 }
 
-func (s *Server) authRequired() bool {
-	return s.cfg.Password != "" || (s.cfg.Users != nil && s.cfg.Users.Default() == nil)
+func (s *Server) authRequired() bool { return AuthRequired(s.cfg.Password, s.cfg.Users) }
+
+// AuthRequired reports whether clients must authenticate before anything
+// else: with a password (PROXY_PASSWORD), or with users (PROXY_ACL_FILE)
+// whose "default" user is not open (on and nopass).
+func AuthRequired(password string, users *acl.Set) bool {
+	return password != "" || (users != nil && users.Default() == nil)
 }
 
 // defaultUser is the user a new or reset connection is: the ACL file's open

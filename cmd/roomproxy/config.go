@@ -17,6 +17,7 @@ import (
 	"github.com/roomproxy/roomproxy/acl"
 	"github.com/roomproxy/roomproxy/backend"
 	"github.com/roomproxy/roomproxy/policy"
+	"github.com/roomproxy/roomproxy/proxy"
 )
 
 // config is everything roomproxy reads from its environment and flags. Only
@@ -271,8 +272,7 @@ func (c *config) validate() error {
 			return fmt.Errorf("PROXY_ACL_FILE: %w", err)
 		}
 	}
-	open := c.ProxyPassword == "" && (c.users == nil || c.users.Default() != nil)
-	if open && !isLoopback(host) {
+	if !proxy.AuthRequired(c.ProxyPassword, c.users) && !isLoopback(host) {
 		return errors.New("PROXY_ADDR: refusing to listen on a non-loopback address without PROXY_PASSWORD (or a PROXY_ACL_FILE whose default user needs a password)")
 	}
 	if (c.ProxyTLSCert == "") != (c.ProxyTLSKey == "") {

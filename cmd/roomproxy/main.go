@@ -348,7 +348,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, ready chan<- stri
 		expireCompleted(warmCtx, store, cfg.MongoRetention, log)
 	}()
 	defer func() { stopWarm(); <-warmed }()
-	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", cfg.ProxyPassword != "" || (cfg.users != nil && cfg.users.Default() == nil), "acl", cfg.users != nil, "tls", clientTLS != nil, "client_certs", cfg.ProxyTLSCA != "", "version", proxy.Version)
+	log.Info("roomproxy listening", "addr", ln.Addr().String(), "auth", proxy.AuthRequired(cfg.ProxyPassword, cfg.users), "acl", cfg.users != nil, "tls", clientTLS != nil, "client_certs", cfg.ProxyTLSCA != "", "version", proxy.Version)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
