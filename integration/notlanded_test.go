@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,22 +38,12 @@ func TestLifecycleWriteThatDoesNotReachRedis(t *testing.T) {
 	leakCheck(t)
 	var tp *toxiproxy.Proxy
 	var armed atomic.Bool
-	hole := func(add bool) {
-		for _, stream := range []string{"upstream", "downstream"} {
-			if !add {
-				tp.Toxics.RemoveToxic(context.Background(), "hole-"+stream)
-				continue
-			}
-			js := fmt.Sprintf(`{"name":"hole-%s","type":"timeout","stream":%q,"toxicity":1,"attributes":{"timeout":0}}`, stream, stream)
-			if _, err := tp.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
-				t.Error(err)
-			}
-		}
-	}
 	g := startOutageRigWith(t, 500*time.Millisecond, viaToxiproxy(t, &tp), "", func(s fallback.Store) fallback.Store {
 		return &afterPutStore{Store: s, hook: func(r fallback.Room) {
 			if r.ID == "nl" && r.Status == "active" && armed.CompareAndSwap(true, false) {
-				hole(true)
+				if err := setBlackhole(tp, true); err != nil {
+					t.Error(err) // not Fatal: this runs in the proxy's goroutine
+				}
 			}
 		}}
 	})
@@ -82,7 +70,7 @@ func TestLifecycleWriteThatDoesNotReachRedis(t *testing.T) {
 		t.Fatalf("read while Redis is cut off: %q, %v; want the stored state", v, err)
 	}
 
-	hole(false)
+	setBlackhole(tp, false)
 	waitFor(t, 30*time.Second, func() bool {
 		return g.up.Breaker().State() == backend.BreakerClosed && g.m.DegradedStats().Dirty == 0
 	})

@@ -36,11 +36,8 @@ func TestBlackholeRoomReads(t *testing.T) {
 		c.Set(ctx, key, stateDoc("active", 2), 0)
 		c.Do(ctx, "ROOM.FLUSH", fmt.Sprintf("B%d", i))
 	}
-	for _, stream := range []string{"upstream", "downstream"} {
-		js := fmt.Sprintf(`{"name":"hole-%s","type":"timeout","stream":%q,"toxicity":1,"attributes":{"timeout":0}}`, stream, stream)
-		if _, err := tp.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
-			t.Fatal(err)
-		}
+	if err := setBlackhole(tp, true); err != nil {
+		t.Fatal(err)
 	}
 	holeAt := time.Now()
 	var (
@@ -93,9 +90,7 @@ func TestBlackholeRoomReads(t *testing.T) {
 		t.Fatalf("a read waited %v, more than the op deadline plus the store's (%v)", worst, limit)
 	}
 
-	for _, stream := range []string{"upstream", "downstream"} {
-		tp.Toxics.RemoveToxic(ctx, "hole-"+stream)
-	}
+	setBlackhole(tp, false)
 	waitFor(t, 30*time.Second, func() bool { return g.up.Breaker().State() == backend.BreakerClosed })
 	if v, err := c.Get(ctx, "room:B3").Result(); err != nil || seqOf(t, v) != 2 {
 		t.Fatalf("after the blackhole: %q, %v", v, err)
@@ -103,6 +98,22 @@ func TestBlackholeRoomReads(t *testing.T) {
 	if err := c.Set(ctx, "plain", "x", 0).Err(); err != nil {
 		t.Fatalf("a non-room write after the blackhole: %v", err)
 	}
+}
+
+// setBlackhole makes tp drop everything both ways (toxiproxy's timeout toxic
+// with no timeout), or stop doing so.
+func setBlackhole(tp *toxiproxy.Proxy, on bool) error {
+	for _, stream := range []string{"upstream", "downstream"} {
+		if !on {
+			tp.Toxics.RemoveToxic(context.Background(), "hole-"+stream)
+			continue
+		}
+		js := fmt.Sprintf(`{"name":"hole-%s","type":"timeout","stream":%q,"toxicity":1,"attributes":{"timeout":0}}`, stream, stream)
+		if _, err := tp.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // viaToxiproxy puts an in-process toxiproxy between the proxy and
