@@ -60,6 +60,14 @@ type cmdRule struct {
 	name     string // "get", "client" (and its subcommands) or "client|setname"
 }
 
+// String is the rule as written: "+@read", "-client|kill".
+func (r cmdRule) String() string {
+	if r.allow {
+		return "+" + r.category + r.name
+	}
+	return "-" + r.category + r.name
+}
+
 // Command is what Compile needs of one entry of the command table.
 type Command struct {
 	Name       string   // lower case; "client|setname" for a subcommand
@@ -186,8 +194,8 @@ func (s *Set) Compile(cmds []Command) (unknown []string) {
 			u.allowed[c.Name] = u.decide(c)
 		}
 		for _, r := range u.cmdRules {
-			if k := r.category + r.name; !known[k] {
-				unknown = append(unknown, u.Name+": "+map[bool]string{true: "+", false: "-"}[r.allow]+k)
+			if !known[r.category+r.name] {
+				unknown = append(unknown, u.Name+": "+r.String())
 			}
 		}
 	}
